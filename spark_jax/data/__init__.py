@@ -1,0 +1,1 @@
+"""Data: MMLU-Pro, chat templates, and the Grain input pipeline."""

@@ -1,0 +1,194 @@
+"""Llama 3.x / SmolLM2 decoder in Flax NNX.
+
+Shapes: B batch, T query tokens, S key slots (T without a cache, the cache length with one),
+D hidden size, H query heads, K kv heads, G = H // K queries per kv head, E head dim, V vocab.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from spark_jax.model import rope
+from spark_jax.model.config import LlamaConfig
+
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values [B, S, K, E], slot validity [B, S] and the next write slot (scalar)."""
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    valid_bs: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def empty(cls, config: LlamaConfig, batch: int, slots: int) -> "KVCache":
+        shape = (batch, slots, config.num_kv_heads, config.head_dim)
+        dtype = jnp.dtype(config.dtype)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+                   jnp.zeros((batch, slots), jnp.bool_), jnp.zeros((), jnp.int32))
+
+
+def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        d_in, d_out, use_bias=False, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nnx.initializers.normal(0.02), rngs=rngs,
+    )
+
+
+class RMSNorm(nnx.Module):
+    """x / rms(x) * weight, statistics in float32 (as transformers' LlamaRMSNorm)."""
+
+    def __init__(self, dim: int, eps: float, param_dtype: str):
+        self.weight = nnx.Param(jnp.ones((dim,), jnp.dtype(param_dtype)))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        d, e = cfg.hidden_size, cfg.head_dim
+        self.q_proj = _linear(cfg, d, cfg.num_heads * e, rngs)
+        self.k_proj = _linear(cfg, d, cfg.num_kv_heads * e, rngs)
+        self.v_proj = _linear(cfg, d, cfg.num_kv_heads * e, rngs)
+        self.o_proj = _linear(cfg, cfg.num_heads * e, d, rngs)
+
+    def __call__(self, x_btd, cos_bte, sin_bte, mask_bts, kv=None, index=None):
+        """Returns (output [B, T, D], (keys, values) written into the cache or None)."""
+        cfg = self.cfg
+        b, t, _ = x_btd.shape
+        q = self.q_proj(x_btd).reshape(b, t, cfg.num_heads, cfg.head_dim)
+        k = self.k_proj(x_btd).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        v = self.v_proj(x_btd).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        q = rope.apply_rope(q, cos_bte, sin_bte)
+        k = rope.apply_rope(k, cos_bte, sin_bte)
+        if kv is not None:
+            cache_k, cache_v = kv
+            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+            kv = (k, v)
+        q = q.reshape(b, t, cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim)
+        scores = jnp.einsum("btkge,bske->bkgts", q, k, preferred_element_type=jnp.float32)
+        scores = scores * (cfg.head_dim ** -0.5)
+        scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bske->btkge", probs, v)
+        out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
+        return self.o_proj(out), kv
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        self.gate_proj = _linear(cfg, cfg.hidden_size, cfg.intermediate_size, rngs)
+        self.up_proj = _linear(cfg, cfg.hidden_size, cfg.intermediate_size, rngs)
+        self.down_proj = _linear(cfg, cfg.intermediate_size, cfg.hidden_size, rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype)
+        self.self_attn = Attention(cfg, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, cos, sin, mask, kv=None, index=None):
+        attn_out, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index)
+        x = x + attn_out
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv
+
+
+def _run_layer(layer: DecoderLayer, x, cos, sin, mask, kv, index):
+    return layer(x, cos, sin, mask, kv, index)
+
+
+_run_layer_remat = nnx.remat(_run_layer)
+
+
+class Llama(nnx.Module):
+    """Decoder-only causal LM. Parameter names follow transformers' LlamaForCausalLM."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype),
+            param_dtype=jnp.dtype(cfg.param_dtype), embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
+        self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype)
+        self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg, cfg.hidden_size, cfg.vocab_size, rngs)
+
+    def hidden_states(self, input_ids_bt, positions_bt, attention_mask_bt=None, cache: KVCache | None = None):
+        """Final-norm hidden states [B, T, D] and the updated cache (None without one).
+
+        ``attention_mask_bt`` marks real tokens (1) and padding (0); ``positions_bt`` are the
+        RoPE positions. With a cache, the T tokens are written at slots [index, index + T).
+        """
+        b, t = input_ids_bt.shape
+        if attention_mask_bt is None:
+            attention_mask_bt = jnp.ones((b, t), jnp.bool_)
+        attention_mask_bt = attention_mask_bt.astype(jnp.bool_)
+        if cache is None:
+            valid_bs, q_slot, index = attention_mask_bt, jnp.arange(t), None
+        else:
+            index = cache.index
+            valid_bs = jax.lax.dynamic_update_slice(cache.valid_bs, attention_mask_bt, (0, index))
+            q_slot = index + jnp.arange(t)
+        k_slot = jnp.arange(valid_bs.shape[1])
+        mask_bts = valid_bs[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+        cfg = self.config
+        inv_freq = rope.inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        cos, sin = rope.rope_tables(positions_bt, inv_freq)
+        x = self.embed_tokens(input_ids_bt)
+        run = _run_layer_remat if self.config.remat else _run_layer
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.keys[i], cache.values[i])
+            x, kv = run(layer, x, cos, sin, mask_bts, kv, index)
+            if cache is not None:
+                new_keys.append(kv[0])
+                new_values.append(kv[1])
+        x = self.norm(x)
+        if cache is None:
+            return x, None
+        return x, KVCache(tuple(new_keys), tuple(new_values), valid_bs, index + t)
+
+    def project(self, hidden_btd) -> jax.Array:
+        """Vocabulary logits [B, T, V] in float32."""
+        if self.lm_head is None:
+            logits = self.embed_tokens.attend(hidden_btd)
+        else:
+            logits = self.lm_head(hidden_btd)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, input_ids_bt, positions_bt=None, attention_mask_bt=None, cache: KVCache | None = None):
+        """Logits [B, T, V] float32 and the updated cache. Positions default to cumsum(mask) - 1."""
+        if positions_bt is None:
+            positions_bt = positions_from_mask(attention_mask_bt, input_ids_bt.shape)
+        hidden, cache = self.hidden_states(input_ids_bt, positions_bt, attention_mask_bt, cache)
+        return self.project(hidden), cache
+
+
+def positions_from_mask(attention_mask_bt, shape) -> jax.Array:
+    """RoPE positions [B, T]: 0 at each sequence's first real token (left padding safe)."""
+    if attention_mask_bt is None:
+        return jnp.broadcast_to(jnp.arange(shape[1], dtype=jnp.int32), shape)
+    mask = attention_mask_bt.astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0).astype(jnp.int32)

