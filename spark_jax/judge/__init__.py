@@ -1,0 +1,1 @@
+"""Judges that score the nine candidate actions of a step on 0-10."""
