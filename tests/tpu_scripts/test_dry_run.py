@@ -54,7 +54,7 @@ def test_launch_runs_the_same_command_everywhere_with_distributed_env():
     assert "--worker=all" in ssh
     command = next(a for a in ssh if a.startswith("--command="))[len("--command="):]
     assert "SPARK_JAX_DISTRIBUTED=1" in command
-    remote = shlex.split(command.split("spark-jax", 1)[1].split(">", 1)[0])
+    remote = shlex.split(command.split(".venv/bin/spark-jax", 1)[1].split(">", 1)[0])
     assert remote == ["train", "--algo", "ppo", "--data", "gs://bucket/stage 1"]
 
 
