@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _CHILD_SOURCE = pathlib.Path(sandbox_child.__file__).read_text()
 _SETUP_TIMEOUT_S = 60.0  # interpreter start + preloads, before the call's own clock starts
 _SETUP_CPU_S = 60  # CPU seconds the bootstrap may spend on preloads
+WORKDIR_PREFIX = "spark-sbx-"
 _LOGGED_LAYERS = False
 _LOG_LOCK = threading.Lock()
 
@@ -213,7 +214,7 @@ class Worker:
         if root and not _mapped_uid(uid):
             uid = 65534
         self.uid = uid if root else None
-        self.workdir = tempfile.mkdtemp(prefix="spark-sbx-")
+        self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
         if root:
             os.chown(self.workdir, uid, uid)
         os.chmod(self.workdir, 0o700)

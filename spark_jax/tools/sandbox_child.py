@@ -63,15 +63,19 @@ X86_64_DENIED = {
     "uselib": 134, "lookup_dcookie": 212, "vhangup": 153, "sethostname": 170,
     "setdomainname": 171,
 }
+X86_64_DENIED.update({"tkill": 200, "pidfd_send_signal": 424})
 X86_64_CLONE, X86_64_CLONE3 = 56, 435
+X86_64_KILL, X86_64_TGKILL = 62, 234
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def build_seccomp_filter_x86_64() -> bytes:
-    """A BPF program (bytes of ``struct sock_filter``) implementing the policy above."""
+def build_seccomp_filter_x86_64(own_pid: int) -> bytes:
+    """A BPF program (bytes of ``struct sock_filter``) implementing the policy above.
+
+    Signals may only go to ``own_pid`` (which cannot fork, so it stays alone in its group)."""
     ld_w_abs, jeq, jset, jge, ret = 0x20, 0x15, 0x45, 0x35, 0x06
     prog = [
         _insn(ld_w_abs, 0, 0, 4),  # A = arch
@@ -89,6 +93,20 @@ def build_seccomp_filter_x86_64() -> bytes:
         # clone3 hides its flags in memory: ENOSYS makes glibc fall back to clone
         _insn(jeq, 0, 1, X86_64_CLONE3),
         _insn(ret, 0, 0, SECCOMP_RET_ERRNO | ENOSYS),
+        # kill(pid, sig): only 0 (own group), own pid, -own pid
+        _insn(jeq, 0, 6, X86_64_KILL),
+        _insn(ld_w_abs, 0, 0, 16),
+        _insn(jeq, 3, 0, 0),
+        _insn(jeq, 2, 0, own_pid & 0xFFFFFFFF),
+        _insn(jeq, 1, 0, (-own_pid) & 0xFFFFFFFF),
+        _insn(ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        _insn(ret, 0, 0, SECCOMP_RET_ALLOW),
+        # tgkill(tgid, tid, sig): only threads of this process
+        _insn(jeq, 0, 4, X86_64_TGKILL),
+        _insn(ld_w_abs, 0, 0, 16),
+        _insn(jeq, 1, 0, own_pid & 0xFFFFFFFF),
+        _insn(ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        _insn(ret, 0, 0, SECCOMP_RET_ALLOW),
     ]
     for nr in sorted(set(X86_64_DENIED.values())):
         prog.append(_insn(jeq, 0, 1, nr))
@@ -105,7 +123,7 @@ def install_seccomp(libc) -> str:
     """Installs the filter on every thread; returns "on" or the reason it is off."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"off: no filter for {platform.machine()}"
-    program = build_seccomp_filter_x86_64()
+    program = build_seccomp_filter_x86_64(os.getpid())
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     libc.syscall.restype = ctypes.c_long
@@ -218,6 +236,19 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 def make_audit_hook(workdir: str):
     root = os.path.realpath(workdir)
+    own_pid = os.getpid()
+    own_proc = (f"/proc/{own_pid}/", "/proc/self/", "/proc/thread-self/")
+
+    def other_process(path) -> bool:
+        """Paths into another process's /proc entry (environ, mem, cmdline, ...)."""
+        if isinstance(path, int):
+            return False
+        try:
+            p = os.path.abspath(os.fsdecode(path)) + "/"
+        except Exception:
+            return False
+        parts = p.split("/")
+        return len(parts) > 3 and parts[1] == "proc" and parts[2].isdigit() and not p.startswith(own_proc)
 
     def inside(path) -> bool:
         if isinstance(path, int):  # an already-open descriptor
@@ -232,6 +263,10 @@ def make_audit_hook(workdir: str):
         msg = _BLOCKED_EVENTS.get(event)
         if msg is not None:
             raise PermissionError(msg)
+        if event in ("os.kill", "os.killpg") and args and args[0] not in (0, own_pid, -own_pid):
+            raise PermissionError("signalling other processes is not allowed in this sandbox")
+        if event == "open" and args and other_process(args[0]):
+            raise PermissionError("reading other processes' /proc entries is not allowed")
         if event == "open" and len(args) >= 3:
             path, mode, flags = args[0], args[1], args[2]
             writing = (isinstance(flags, int) and flags & _WRITE_FLAGS) or (
