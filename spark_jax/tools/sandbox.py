@@ -49,6 +49,8 @@ class SandboxSettings:
     capture_bytes: int = 1_000_000
     preload: tuple[str, ...] = ()
     uid_range: tuple[int, int] = (61184, 65519)
+    # Layers to leave off ("namespaces", "seccomp"), to test how the sandbox degrades.
+    disable: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +231,7 @@ class Worker:
             "setup_cpu_s": _SETUP_CPU_S,
             "preload": list(settings.preload),
             "expose": _python_installation(),
+            "disable": list(settings.disable),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _CHILD_SOURCE, json.dumps(child_settings)],

@@ -342,9 +342,12 @@ def main(settings: dict) -> int:
     layers: dict = {}
     workdir, uid, gid = settings["workdir"], settings["uid"], settings["gid"]
     is_root = os.geteuid() == 0
+    disabled = set(settings.get("disable", ()))
 
     mounted = False
-    if is_root:
+    if "namespaces" in disabled:
+        layers["netns"] = layers["mounts"] = "off: disabled by settings"
+    elif is_root:
         if _unshare(libc, CLONE_NEWNET):
             layers["netns"] = "on"
         else:
@@ -403,7 +406,10 @@ def main(settings: dict) -> int:
     PR_SET_NO_NEW_PRIVS = 38
     nnp = libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
     layers["no_new_privs"] = "on" if nnp else "off"
-    layers["seccomp"] = install_seccomp(libc) if nnp else "off: no_new_privs unavailable"
+    if "seccomp" in disabled:
+        layers["seccomp"] = "off: disabled by settings"
+    else:
+        layers["seccomp"] = install_seccomp(libc) if nnp else "off: no_new_privs unavailable"
     sys.addaudithook(make_audit_hook(workdir))
     layers["audit_hook"] = "on"
 

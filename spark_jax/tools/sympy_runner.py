@@ -127,14 +127,16 @@ def build(node):
 
 def parse_request(text):
     text = text.strip().replace("^", "**")
-    # "a = b" (a single equals sign) is an equation
-    text = re.sub(r"(?<![=<>!])=(?!=)", "==", text)
     if len(text) > 5000:
         raise RequestError("request longer than 5000 characters")
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError as e:
-        raise RequestError(f"not a valid expression: {e.msg} (column {e.offset})") from None
+    except SyntaxError:
+        # "a = b" (a single equals sign) is an equation
+        try:
+            tree = ast.parse(re.sub(r"(?<![=<>!])=(?!=)", "==", text), mode="eval")
+        except SyntaxError as e:
+            raise RequestError(f"not a valid expression: {e.msg} (column {e.offset})") from None
     _depth(tree, MAX_DEPTH)
     return tree.body
 
