@@ -24,7 +24,9 @@ class ToolsConfig:
     python_max_open_files: int = 64  # RLIMIT_NOFILE
     python_capture_bytes: int = 1_000_000  # stdout+stderr past this stops the program
     python_preload: tuple[str, ...] = ()  # modules a warm worker imports before code arrives
-    sympy_preload: tuple[str, ...] = ("sympy",)
+    sympy_preload: tuple[str, ...] = (
+        "sympy", "sympy.integrals.manualintegrate", "sympy.integrals.heurisch", "sympy.integrals.risch",
+    )
     prefork: bool = True  # keep one warm, unused sandbox worker per tool ready
     sandbox_uid_range: tuple[int, int] = (61184, 65519)  # fresh uid per worker when root
     search_corpus: str | None = None  # JSONL file, index directory, or "demo"; None: env var

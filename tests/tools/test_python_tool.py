@@ -212,3 +212,21 @@ def test_seccomp_refuses_raw_syscalls_when_active():
     r = run_tool("python", code, timeout_s=5)
     assert r.ok, r.error
     assert r.output.splitlines() == ["[(-1, 1), (-1, 1), (-1, 1), (-1, 1), (-1, 1)]", "0"]
+
+
+def test_concurrent_calls_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    tools.configure(ToolsConfig(prefork=True))
+    codes = [f"print({i} * {i})" for i in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as ex:
+        results = list(ex.map(lambda c: run_tool("python", c, timeout_s=10), codes))
+    assert [r.output.strip() for r in results] == [str(i * i) for i in range(6)]
+    close_pools()
+
+
+def test_odd_source_bytes_are_errors_not_crashes():
+    r = run_tool("python", "print('a')\x00")
+    assert not r.ok and "null" in (r.error + r.output).lower()
+    r = run_tool("python", "print('\ud800')")
+    assert r.ok or r.error
