@@ -160,24 +160,32 @@ def kill_uid(uid: int, rounds: int = 100) -> int:
 
 
 def _sweep_world_writable(uid: int) -> list[str]:
-    """Deletes what ``uid`` created directly in /tmp, /var/tmp, /dev/shm, /run/lock."""
-    removed = []
-    for d in sandbox_child.WORLD_WRITABLE_DIRS:
+    """Deletes what ``uid`` created in /tmp, /var/tmp, /dev/shm, /run/lock and in any
+    world-writable directory below them (the only places a fresh uid can create files)."""
+    removed: list[str] = []
+
+    def sweep(d: str, depth: int) -> None:
         try:
             entries = list(os.scandir(d))
         except OSError:
-            continue
+            return
         for e in entries:
             try:
-                if e.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                else:
-                    os.unlink(e.path)
-                removed.append(e.path)
+                st = e.stat(follow_symlinks=False)
+                if st.st_uid == uid:
+                    if e.is_dir(follow_symlinks=False):
+                        shutil.rmtree(e.path, ignore_errors=True)
+                    else:
+                        os.unlink(e.path)
+                    removed.append(e.path)
+                elif e.is_dir(follow_symlinks=False) and st.st_mode & 0o002 and depth < 8:
+                    sweep(e.path, depth + 1)
             except OSError:
                 continue
+
+    for d in sandbox_child.WORLD_WRITABLE_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d):
+            sweep(d, 0)
     return removed
 
 
@@ -297,10 +305,11 @@ class Worker:
             cpu_s = max(1, math.ceil(timeout_s))
             writer = threading.Thread(target=self._write_code, args=(f"{cpu_s}\n{code}",), daemon=True)
             writer.start()
-            state = self._pump(sel, time.monotonic() + timeout_s, until_ready=False)
-            if state == "eof":
+            deadline = time.monotonic() + timeout_s
+            state = self._pump(sel, deadline, until_ready=False)
+            if state == "eof":  # pipes closed; the process may still be running
                 try:
-                    self.proc.wait(timeout=max(0.5, timeout_s))
+                    self.proc.wait(timeout=max(0.05, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     state = "timeout"
             returncode = self.proc.poll()

@@ -16,6 +16,7 @@ from spark_jax.tools.calculator import format_number
 _REGISTRY = None
 _REGISTRY_LOCK = threading.Lock()
 MAX_EXPONENT = 100
+MAX_QUERY_CHARS = 500  # with small exponents this keeps exact integer arithmetic cheap
 _SPLIT = re.compile(r"\s+(?:to|in|into|as|->)\s+|\s*->\s*|\s*=>\s*", re.IGNORECASE)
 
 
@@ -37,6 +38,8 @@ def check_exponents(text: str) -> None:
     except (tokenize.TokenError, IndentationError, SyntaxError) as e:
         raise ToolInputError(f"cannot read the expression: {e}") from None
     for i, tok in enumerate(tokens):
+        if tok.string in ("**", "^") and i > 0 and tokens[i - 1].string == ")":
+            raise ToolInputError("powers of parenthesized groups are not supported; write m**2/s**2, not (m/s)**2")
         if tok.string in ("**", "^"):
             j = i + 1
             while j < len(tokens) and tokens[j].string in ("-", "+"):
@@ -70,6 +73,8 @@ class UnitsTool(Tool):
     def _run(self, argument: str, timeout_s: float) -> str:
         import pint
 
+        if len(argument) > MAX_QUERY_CHARS:
+            raise ToolInputError(f"query longer than {MAX_QUERY_CHARS} characters")
         parts = _SPLIT.split(argument, maxsplit=1)
         source = parts[0].strip()
         target = parts[1].strip() if len(parts) > 1 else ""

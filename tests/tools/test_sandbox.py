@@ -2,7 +2,9 @@
 unavailable (as in an unprivileged container)."""
 
 import os
+import shutil
 import struct
+import tempfile
 
 import pytest
 
@@ -102,3 +104,36 @@ def test_workdir_is_bounded():
     outcome = _run("with open('f', 'wb') as f:\n    f.write(b'0' * (200 * 1024 * 1024))")
     assert not outcome.ok
     assert outcome.returncode != 0
+
+
+@pytest.mark.skipif(not ROOT, reason="creating files for another uid needs root")
+def test_sweep_removes_only_the_sandbox_uids_files(tmp_path):
+    from spark_jax.tools.sandbox import _sweep_world_writable
+
+    uid = 65000
+    shared = tempfile.mkdtemp(prefix="spark_sbx_shared_", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)  # a world-writable directory below /tmp
+        mine = os.path.join(shared, "left_by_sandbox")
+        theirs = os.path.join(shared, "someone_elses")
+        top = "/tmp/spark_sbx_left_at_top"
+        for path in (mine, theirs, top):
+            open(path, "w").close()
+        os.chown(mine, uid, uid)
+        os.chown(top, uid, uid)
+        removed = _sweep_world_writable(uid)
+        assert set(removed) >= {mine, top}
+        assert not os.path.exists(mine) and not os.path.exists(top) and os.path.exists(theirs)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        if os.path.exists("/tmp/spark_sbx_left_at_top"):
+            os.unlink("/tmp/spark_sbx_left_at_top")
+
+
+def test_closing_its_pipes_does_not_stretch_the_time_limit():
+    import time
+
+    start = time.perf_counter()
+    outcome = _run("import os\nos.close(1)\nos.close(2)\nwhile True:\n    pass", timeout=1.0)
+    assert outcome.timed_out and not outcome.ok
+    assert time.perf_counter() - start < 1.0 + 2.0

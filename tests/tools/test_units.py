@@ -37,6 +37,8 @@ def test_worked_examples(query, value, unit):
         ("2 m ** 1000000", "too large"),
         ("m ** (10**10)", "plain numbers"),
         ("__import__('os')", ""),
+        ("((((10**99)**99)**99)**99) m", "parenthesized"),
+        ("1 m" + " * 1" * 200, "longer than"),
     ],
 )
 def test_bad_input(query, fragment):
