@@ -28,7 +28,9 @@ class ToolsConfig:
         "sympy", "sympy.integrals.manualintegrate", "sympy.integrals.heurisch", "sympy.integrals.risch",
     )
     prefork: bool = True  # keep one warm, unused sandbox worker per tool ready
-    sandbox_uid_range: tuple[int, int] = (61184, 65519)  # fresh uid per worker when root
+    # A fresh uid per worker when root, from a range no system or container tooling uses
+    # (systemd's dynamic users sit at 61184-65519, nspawn ranges end below 1879048192).
+    sandbox_uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
     search_corpus: str | None = None  # JSONL file, index directory, or "demo"; None: env var
     search_top_k: int = 3
 

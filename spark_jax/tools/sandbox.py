@@ -48,7 +48,7 @@ class SandboxSettings:
     max_open_files: int = 64
     capture_bytes: int = 1_000_000
     preload: tuple[str, ...] = ()
-    uid_range: tuple[int, int] = (61184, 65519)
+    uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
     # Layers to leave off ("namespaces", "seccomp"), to test how the sandbox degrades.
     disable: tuple[str, ...] = ()
 
@@ -219,10 +219,17 @@ class Worker:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         root = _is_root()
-        lo, hi = settings.uid_range
-        uid = random.randrange(lo, hi)
-        if root and not _mapped_uid(uid):
-            uid = 65534
+        # A uid nothing else uses, so that everything running or owned by it afterwards is
+        # ours to kill and delete. Where the range is not mapped (rootless containers) we fall
+        # back to "nobody", which others may share: then only the process group is killed.
+        uid, self.exclusive_uid = 65534, False
+        if root:
+            lo, hi = settings.uid_range
+            for _ in range(20):
+                candidate = random.randrange(lo, hi)
+                if _mapped_uid(candidate) and not processes_of_uid(candidate):
+                    uid, self.exclusive_uid = candidate, True
+                    break
         self.uid = uid if root else None
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
         if root:
@@ -347,7 +354,7 @@ class Worker:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("sandbox worker %d did not exit after SIGKILL", self.proc.pid)
-        if self.uid is not None:  # anything that left the process group
+        if self.uid is not None and self.exclusive_uid:  # anything that left the process group
             kill_uid(self.uid)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
@@ -356,7 +363,7 @@ class Worker:
                 pass
         shutil.rmtree(self.workdir, ignore_errors=True)
         mounts = (self.layers or {}).get("mounts")
-        if self.uid is not None and not isinstance(mounts, list):
+        if self.uid is not None and self.exclusive_uid and not isinstance(mounts, list):
             removed = _sweep_world_writable(self.uid)
             if removed:
                 log.warning("sandbox: removed files the program left outside its directory: %s", removed)
