@@ -3,6 +3,7 @@
 Each hostile program must end ok=False (or harmlessly) within its limit, leave no files in
 the world-writable directories or $HOME, leave no process behind, and leak no secret."""
 
+import ast
 import os
 import pathlib
 import time
@@ -230,3 +231,24 @@ def test_odd_source_bytes_are_errors_not_crashes():
     assert not r.ok and "null" in (r.error + r.output).lower()
     r = run_tool("python", "print('\ud800')")
     assert r.ok or r.error
+
+
+def test_nothing_outside_the_workdir_is_writable():
+    repo = str(pathlib.Path(__file__).resolve().parents[2])
+    candidates = ["/", "/root", "/home", "/etc", "/usr", "/var", "/opt", "/tmp", "/var/tmp", "/dev/shm",
+                  "/run/lock", str(pathlib.Path.home()), repo, os.path.dirname(os.__file__)]
+    code = (
+        "import os\n"
+        f"dirs = {candidates!r}\n"
+        "print([d for d in dirs if os.path.isdir(d) and os.access(d, os.W_OK)])\n"
+        "print(os.access(os.getcwd(), os.W_OK))"
+    )
+    r = run_tool("python", code, timeout_s=10)
+    assert r.ok, r.error
+    layers = sandbox_layers()
+    if isinstance(layers.get("uid"), int):
+        writable, own = r.output.splitlines()
+        # /tmp-like directories may stay writable without a mount namespace (then swept).
+        allowed = set() if isinstance(layers.get("mounts"), list) else {"/tmp", "/var/tmp", "/dev/shm", "/run/lock"}
+        assert set(ast.literal_eval(writable)) <= allowed
+        assert own == "True"
