@@ -231,7 +231,7 @@ class Worker:
                     uid, self.exclusive_uid = candidate, True
                     break
         self.uid = uid if root else None
-        self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
+        self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         if root:
             os.chown(self.workdir, uid, uid)
         os.chmod(self.workdir, 0o700)

@@ -17,6 +17,7 @@ from spark_jax.tools.sandbox import close_pools, processes_of_uid, run_python, s
 
 TIMEOUT = 2.0
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
+OWN_WORKDIRS = f"spark-sbx-{os.getpid()}-"  # other test processes may be running sandboxes too
 WATCHED = ["/tmp", "/var/tmp", "/dev/shm", str(pathlib.Path.home())]
 
 
@@ -136,7 +137,7 @@ def test_hostile_battery(name, secret_env):
     assert elapsed < TIMEOUT + 3.0, f"{name} took {elapsed:.1f}s"
     assert secret_env not in r.output + r.error
     leftovers = _snapshot() - before
-    assert not [p for p in leftovers if "pwned" in p or "spark-sbx" in p], leftovers
+    assert not [p for p in leftovers if "pwned" in p or OWN_WORKDIRS in p], leftovers
     assert os.getppid() > 1  # we are alive and so is our parent
 
 
@@ -181,7 +182,7 @@ def test_calls_are_isolated_from_each_other():
     second = run_tool("python", "import os, builtins\nprint(os.listdir('.'), hasattr(builtins, 'LEAK'))")
     assert second.ok and second.output.strip() == "[] False"
     close_pools()  # the warm worker waiting for a third call goes, with its directory
-    assert not [p for p in _snapshot() - before if "spark-sbx" in p]
+    assert not [p for p in _snapshot() - before if OWN_WORKDIRS in p]
 
 
 def test_layers_report():
