@@ -1,0 +1,96 @@
+"""The tool interface: a name, a one-line description, an argument format for prompts, and
+``run(argument, timeout_s) -> ToolResult`` which never raises on model input."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from spark_jax.tools.config import ToolsConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    output: str  # what the model sees (may be empty when ok is False)
+    error: str | None  # a message a model can read and act on; None when ok
+    elapsed_s: float
+
+
+class ToolInputError(ValueError):
+    """Bad model input: becomes ``ok=False`` with this message."""
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a marker saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    dropped = len(text) - limit
+    return text[:limit] + f"\n...[output truncated: {dropped} more characters]"
+
+
+class Tool:
+    """Base class: subclasses set the three strings and implement ``_run``.
+
+    ``_run`` returns the output text, or raises ``ToolInputError`` (or any exception) for a
+    failure; ``run`` turns every outcome into a ``ToolResult``.
+    """
+
+    name: str = ""
+    description: str = ""
+    argument_format: str = ""
+
+    def __init__(self, config: ToolsConfig) -> None:
+        self.config = config
+
+    def default_timeout(self) -> float:
+        return self.config.default_timeout_s
+
+    def run(self, argument: str, timeout_s: float | None = None) -> ToolResult:
+        start = time.perf_counter()
+        try:
+            if not isinstance(argument, str):
+                raise ToolInputError(f"argument must be text, got {type(argument).__name__}")
+            if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+                raise ToolInputError(f"timeout_s must be a positive number, got {timeout_s!r}")
+            if len(argument) > self.config.max_argument_chars:
+                raise ToolInputError(
+                    f"argument is {len(argument)} characters; the limit is "
+                    f"{self.config.max_argument_chars}"
+                )
+            if not argument.strip() and self.name != "cot":
+                raise ToolInputError(f"empty argument; expected: {self.argument_format}")
+            timeout = float(timeout_s) if timeout_s is not None else self.default_timeout()
+            result = self._run(argument.strip(), timeout)
+        except ToolInputError as e:
+            return self._result(False, "", str(e), start)
+        except RecursionError:
+            return self._result(False, "", "input is nested too deeply", start)
+        except MemoryError:
+            return self._result(False, "", "input needs too much memory", start)
+        except Exception as e:  # a tool must never raise on model input
+            log.debug("tool %s failed on %r", self.name, argument[:200], exc_info=True)
+            return self._result(False, "", f"{type(e).__name__}: {e}", start)
+        if isinstance(result, ToolResult):
+            return dataclasses.replace(
+                result,
+                output=truncate(result.output, self.config.max_output_chars),
+                error=None if result.error is None else truncate(result.error, self.config.max_output_chars),
+                elapsed_s=time.perf_counter() - start,
+            )
+        return self._result(True, str(result), None, start)
+
+    def _result(self, ok: bool, output: str, error: str | None, start: float) -> ToolResult:
+        cap = self.config.max_output_chars
+        return ToolResult(
+            ok=ok,
+            output=truncate(output, cap),
+            error=None if error is None else truncate(error, cap),
+            elapsed_s=time.perf_counter() - start,
+        )
+
+    def _run(self, argument: str, timeout_s: float) -> str | ToolResult:
+        raise NotImplementedError

@@ -1,0 +1,68 @@
+"""Configuration of the tools and their sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolsConfig:
+    """Limits and paths for the eight tools.
+
+    Times are seconds of wall clock, sizes are characters (output) or MiB (memory, disk).
+    """
+
+    default_timeout_s: float = 10.0  # per call, for tools without their own timeout
+    python_timeout_s: float = 10.0  # wall clock for the python tool; CPU limit follows it
+    sympy_timeout_s: float = 10.0
+    max_output_chars: int = 4000  # what a tool returns to the model; longer output is cut
+    max_argument_chars: int = 20000  # longer arguments are refused, not run
+    python_memory_mb: int = 1024  # RLIMIT_AS of the sandboxed process
+    python_disk_mb: int = 64  # size of the sandbox's working directory (tmpfs) / largest file
+    python_max_processes: int = 16  # RLIMIT_NPROC for the sandbox's own uid
+    python_max_open_files: int = 64  # RLIMIT_NOFILE
+    python_capture_bytes: int = 1_000_000  # stdout+stderr past this stops the program
+    python_preload: tuple[str, ...] = ()  # modules a warm worker imports before code arrives
+    sympy_preload: tuple[str, ...] = (
+        "sympy", "sympy.integrals.manualintegrate", "sympy.integrals.heurisch", "sympy.integrals.risch",
+    )
+    prefork: bool = True  # keep one warm, unused sandbox worker per tool ready
+    # A fresh uid per worker when root, from a range no system or container tooling uses
+    # (systemd's dynamic users sit at 61184-65519, nspawn ranges end below 1879048192).
+    sandbox_uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
+    search_corpus: str | None = None  # JSONL file, index directory, or "demo"; None: env var
+    search_top_k: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("default_timeout_s", "python_timeout_s", "sympy_timeout_s"):
+            v = getattr(self, name)
+            if not (0 < v <= 3600):
+                raise ValueError(f"ToolsConfig.{name} must be in (0, 3600] seconds, got {v!r}")
+        for name, low in (
+            ("max_output_chars", 100),
+            ("max_argument_chars", 10),
+            ("python_memory_mb", 128),
+            ("python_disk_mb", 1),
+            ("python_max_processes", 1),
+            ("python_max_open_files", 16),
+            ("python_capture_bytes", 1000),
+            ("search_top_k", 1),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"ToolsConfig.{name} must be an integer >= {low}, got {v!r}")
+        lo, hi = self.sandbox_uid_range
+        if not (1 <= lo < hi <= 2**31 - 2):
+            raise ValueError(
+                f"ToolsConfig.sandbox_uid_range must be (low, high) with 1 <= low < high, "
+                f"got {self.sandbox_uid_range!r}"
+            )
+        for name in ("python_preload", "sympy_preload"):
+            for mod in getattr(self, name):
+                if not all(part.isidentifier() for part in str(mod).split(".")):
+                    raise ValueError(f"ToolsConfig.{name}: {mod!r} is not a module name")
+
+    def resolved_search_corpus(self) -> str | None:
+        """The configured corpus, else the SPARK_SEARCH_CORPUS environment variable."""
+        return self.search_corpus or os.environ.get("SPARK_SEARCH_CORPUS") or None
