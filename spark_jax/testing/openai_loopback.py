@@ -135,7 +135,8 @@ class LoopbackOpenAIServer:
         httpd.daemon_threads = True
         httpd.request_queue_size = 128
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="loopback-openai", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="loopback-openai", daemon=True)
         self._thread.start()
         return self
 
