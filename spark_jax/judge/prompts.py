@@ -126,7 +126,11 @@ def judge_messages(req: JudgeRequest) -> list[dict[str, str]]:
 
 
 def single_action_messages(req: JudgeRequest, action: str) -> list[dict[str, str]]:
-    """Messages asking for one bare integer 0-10: the usefulness of ``action`` as the next step."""
+    """Messages asking for one bare integer 0-10: the usefulness of ``action`` as the next step.
+
+    Everything but the last line is the same for every candidate of a step, so the local judge
+    computes that shared prefix once and only the short candidate line per candidate.
+    """
     _check_actions((action,))
     question = format_question(req.question)
     user = (
@@ -134,9 +138,9 @@ def single_action_messages(req: JudgeRequest, action: str) -> list[dict[str, str
         f"Steps taken so far:\n"
         f"{format_trajectory(req.messages, str(req.question.get('question', '')).strip())}\n\n"
         f"Possible actions:\n{_candidate_lines(req.actions)}\n\n"
-        f"Proposed next action: {action} ({action_description(action)}).\n"
         "On a scale from 0 (useless now) to 10 (the most useful next step), how useful is the "
-        "proposed action now? Answer with a single integer from 0 to 10 and nothing else."
+        "proposed action below as the next step? Answer with a single integer from 0 to 10 and nothing else.\n"
+        f"Proposed next action: {action} ({action_description(action)})"
     )
     return [{"role": "system", "content": JUDGE_SYSTEM.replace(" Reply with JSON only.", "")},
             {"role": "user", "content": user}]

@@ -16,7 +16,7 @@ CHATML_TEMPLATE = (
 SPECIALS = ("<pad>", "<s>", "<|im_end|>", "<|im_start|>", "<unk>")  # ids 0..4, matching tiny()
 WORDS = (
     "system user assistant action input observation question options answer score step steps "
-    "the a an of to is in on and or for with from by as at be it this that what which how why "
+    "Score the a an of to is in on and or for with from by as at be it this that what which how why "
     "useful next now tool tools calculator python sympy units chemistry constants finance search cot "
     "scale integer single nothing else most proposed possible taken so far yet no reply json only "
     "solver solving problem strategies evaluator expert multiple choice reasoning plain words math "
