@@ -73,6 +73,13 @@ def valid_scores_reply(body: Mapping[str, Any], score: int = 7) -> Behaviour:
     return ok({"scores": {k: score for k in keys}})
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog is fixed when the socket opens: the default (5) refuses connections
+    # when dozens of clients connect at once.
+    request_queue_size = 256
+
+
 @dataclasses.dataclass
 class RecordedRequest:
     body: dict[str, Any]
@@ -124,6 +131,8 @@ class LoopbackOpenAIServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+            # Headers and body go out in two writes; with Nagle on, delayed ACKs add ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
@@ -131,9 +140,7 @@ class LoopbackOpenAIServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 server._handle(self)
 
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        httpd.request_queue_size = 128
+        httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="loopback-openai", daemon=True)
