@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from spark_jax.model.config import LlamaConfig
+from spark_jax.model.factory import abstract_model
 from spark_jax.model.llama import Llama
 from spark_jax.model.safetensors_io import CheckpointError, SafetensorsFile, write_safetensors
 from spark_jax.model.sharding import param_sharding, path_str
@@ -111,11 +112,6 @@ class ArraySource:
 
     def where(self, name: str) -> str:
         return self._origin
-
-
-def abstract_model(cfg: LlamaConfig) -> Llama:
-    """The model's structure with ShapeDtypeStruct leaves: no memory, no random init."""
-    return nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0)))
 
 
 def load_params(cfg: LlamaConfig, source: TensorSource, mesh: Mesh | None = None) -> Llama:

@@ -201,46 +201,50 @@ class LlamaConfig:
 
 # ---- named presets -------------------------------------------------------------------------
 
+def _preset(*, overrides: dict[str, Any], **defaults: Any) -> LlamaConfig:
+    return LlamaConfig(**{**defaults, **overrides})
+
+
 def llama3_1_8b(**overrides: Any) -> LlamaConfig:
     """Llama-3.1-8B(-Instruct): 32 layers, GQA 32/8, llama3 rope scaling x8."""
-    return LlamaConfig(
+    return _preset(
         vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
         num_heads=32, num_kv_heads=8, rms_norm_eps=1e-5, rope_theta=500000.0,
         rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192),
         max_position_embeddings=131072, tie_word_embeddings=False,
-        bos_token_id=128000, eos_token_ids=(128001, 128008, 128009), **overrides,
+        bos_token_id=128000, eos_token_ids=(128001, 128008, 128009), overrides=overrides,
     )
 
 
 def llama3_2_1b(**overrides: Any) -> LlamaConfig:
     """Llama-3.2-1B(-Instruct): 16 layers, tied embeddings, llama3 rope scaling x32."""
-    return LlamaConfig(
+    return _preset(
         vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16,
         num_heads=32, num_kv_heads=8, head_dim=64, rms_norm_eps=1e-5, rope_theta=500000.0,
         rope_scaling=RopeScaling("llama3", 32.0, 1.0, 4.0, 8192),
         max_position_embeddings=131072, tie_word_embeddings=True,
-        bos_token_id=128000, eos_token_ids=(128001, 128008, 128009), **overrides,
+        bos_token_id=128000, eos_token_ids=(128001, 128008, 128009), overrides=overrides,
     )
 
 
 def smollm2_135m(**overrides: Any) -> LlamaConfig:
     """SmolLM2-135M(-Instruct): 30 layers, GQA 9/3, tied embeddings, default rope."""
-    return LlamaConfig(
+    return _preset(
         vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
         num_heads=9, num_kv_heads=3, rms_norm_eps=1e-5, rope_theta=100000.0,
         max_position_embeddings=8192, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_ids=(2,), pad_token_id=2, **overrides,
+        bos_token_id=1, eos_token_ids=(2,), pad_token_id=2, overrides=overrides,
     )
 
 
 def tiny(**overrides: Any) -> LlamaConfig:
     """A 2-layer test model with GQA, untied embeddings and llama3 scaling that bites at ~64 tokens."""
-    return LlamaConfig(
+    return _preset(
         vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
         num_heads=4, num_kv_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
         rope_scaling=RopeScaling("llama3", 4.0, 1.0, 4.0, 64),
         max_position_embeddings=1024, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_ids=(2,), pad_token_id=0, **overrides,
+        bos_token_id=1, eos_token_ids=(2,), pad_token_id=0, overrides=overrides,
     )
 
 

@@ -121,7 +121,7 @@ class PretrainedModel:
             lambda: batch_sharding(self.mesh, (bb, tb, self.config.vocab_size)),
         )
         out = fn(self.state, self._put(ids_p), self._put(mask_p))
-        return np.asarray(jax.device_get(out))[:b, :t]
+        return np.array(jax.device_get(out)[:b, :t])  # a writable host copy
 
     # ---- generation -----------------------------------------------------------------------
 

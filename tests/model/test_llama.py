@@ -1,0 +1,102 @@
+"""The NNX model itself: KV-cache decoding, padding, remat and dtypes (tiny random weights)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from spark_jax.model.config import tiny
+from spark_jax.model.factory import abstract_model, init_model
+from spark_jax.model.llama import KVCache, Llama
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = init_model(tiny())
+    # Larger weights than the 0.02 init so that position and cache bugs move the logits.
+    graphdef, state = nnx.split(m)
+    state = jax.tree_util.tree_map(lambda x: x * 5.0 if x.ndim == 2 else x, state)
+    return nnx.merge(graphdef, state)
+
+
+@nnx.jit
+def run(m, ids, positions=None, mask=None, cache=None):
+    return m(ids, positions, mask, cache)
+
+
+def _ids(b, t, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(3, 256, (b, t)), jnp.int32)
+
+
+def test_kv_cache_decoding_equals_full_forward(model):
+    ids = _ids(2, 24)
+    full, _ = run(model, ids)
+    cache = KVCache.empty(model.config, 2, 32)
+    pieces = []
+    logits, cache = run(model, ids[:, :10], jnp.broadcast_to(jnp.arange(10), (2, 10)), None, cache)
+    pieces.append(logits)
+    for t in range(10, 24):
+        logits, cache = run(model, ids[:, t:t + 1], jnp.full((2, 1), t), None, cache)
+        pieces.append(logits)
+    stepped = jnp.concatenate(pieces, axis=1)
+    assert int(cache.index) == 24
+    np.testing.assert_allclose(np.asarray(stepped), np.asarray(full), atol=1e-5, rtol=0)
+
+
+def test_left_padding_does_not_change_real_token_logits(model):
+    ids = _ids(1, 12)
+    plain, _ = run(model, ids)
+    padded_ids = jnp.concatenate([jnp.zeros((1, 5), jnp.int32), ids], axis=1)
+    mask = jnp.concatenate([jnp.zeros((1, 5), bool), jnp.ones((1, 12), bool)], axis=1)
+    padded, _ = run(model, padded_ids, None, mask)
+    np.testing.assert_allclose(np.asarray(padded[:, 5:]), np.asarray(plain), atol=1e-5, rtol=0)
+
+
+def test_fully_masked_rows_stay_finite(model):
+    mask = jnp.zeros((1, 6), bool)
+    logits, _ = run(model, _ids(1, 6), None, mask)
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_remat_gives_same_loss_and_gradients(model):
+    graphdef, state = nnx.split(model)
+    remat_graphdef, _ = nnx.split(abstract_model(model.config.replace(remat=True)))
+    ids = _ids(2, 16)
+
+    def loss(gd, st):
+        logits, _ = nnx.merge(gd, st)(ids)
+        return jnp.mean(jax.nn.logsumexp(logits, -1))
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=1), static_argnums=0)
+    l1, g1 = grad(graphdef, state)
+    l2, g2 = grad(remat_graphdef, state)
+    assert abs(float(l1) - float(l2)) < 1e-6
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_bfloat16_compute_is_close_to_float32(model):
+    graphdef, state = nnx.split(model)
+    bf16 = nnx.merge(nnx.split(abstract_model(model.config.replace(dtype="bfloat16")))[0], state)
+    ids = _ids(2, 16)
+    ref, _ = run(model, ids)
+    got, _ = run(bf16, ids)
+    assert got.dtype == jnp.float32  # logits are always returned in float32
+    assert float(jnp.max(jnp.abs(got - ref))) < 0.25 * float(jnp.max(jnp.abs(ref)))
+
+
+def test_bfloat16_params_are_stored_in_bfloat16():
+    m = init_model(tiny(param_dtype="bfloat16", dtype="bfloat16"))
+    assert m.layers[0].self_attn.q_proj.kernel[...].dtype == jnp.bfloat16
+    logits, _ = run(m, _ids(1, 4))
+    assert logits.dtype == jnp.float32
+
+
+def test_tied_embeddings_have_no_lm_head():
+    m = init_model(tiny(tie_word_embeddings=True))
+    assert m.lm_head is None
+    logits, _ = run(m, _ids(1, 4))
+    assert logits.shape == (1, 4, 256)

@@ -1,0 +1,76 @@
+"""load_pretrained's numpy API: generation semantics, shape buckets and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spark_jax
+
+
+@pytest.fixture(scope="module")
+def model(tiny_hf):
+    return spark_jax.load_pretrained(tiny_hf[0])
+
+
+def _greedy_reference(model, prompt, n):
+    """Re-runs the whole prefix each step: slow, obviously correct."""
+    seq = list(prompt)
+    for _ in range(n):
+        seq.append(int(np.argmax(model.logits(np.array([seq], np.int32))[0, -1])))
+    return seq[len(prompt):]
+
+
+def test_greedy_generate_equals_full_prefix_argmax(model):
+    prompt = [4, 8, 15, 16, 23, 42]
+    assert model.generate([prompt], 10, eos_token_ids=()) == [_greedy_reference(model, prompt, 10)]
+
+
+def test_ragged_batch_equals_one_by_one(model):
+    prompts = [[7], [3, 1, 4, 1, 5, 9, 2, 6], [10, 20, 30]]
+    batched = model.generate(prompts, 12, eos_token_ids=())
+    assert batched == [model.generate([p], 12, eos_token_ids=())[0] for p in prompts]
+
+
+def test_stops_after_eos_and_includes_it(model):
+    prompt = [4, 8, 15, 16, 23, 42]
+    free = model.generate([prompt], 10, eos_token_ids=())[0]
+    eos = free[3]
+    stopped = model.generate([prompt], 10, eos_token_ids=[eos])[0]
+    assert stopped == free[: free.index(eos) + 1]
+
+
+def test_sampling_is_seeded(model):
+    prompts = [[1, 2, 3], [9, 9]]
+    a = model.generate(prompts, 16, temperature=1.0, seed=3, eos_token_ids=())
+    b = model.generate(prompts, 16, temperature=1.0, seed=3, eos_token_ids=())
+    c = model.generate(prompts, 16, temperature=1.0, seed=4, eos_token_ids=())
+    assert a == b and a != c
+
+
+def test_one_executable_per_bucket(model):
+    before = set(model._compiled)
+    model.generate([[1, 2]], 5, eos_token_ids=())
+    model.generate([[1, 2, 3, 4, 5]], 9, eos_token_ids=())  # same (batch, prompt, new) buckets
+    model.logits(np.zeros((1, 3), np.int32))
+    model.logits(np.zeros((1, 11), np.int32))
+    new = set(model._compiled) - before
+    assert len([k for k in new if k[0] == "generate"]) <= 1
+    assert len([k for k in new if k[0] == "logits"]) <= 1
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.generate([], 4), "non-empty"),
+        (lambda m: m.generate([[1], []], 4), "non-empty"),
+        (lambda m: m.generate([[1]], 0), "max_new_tokens"),
+        (lambda m: m.generate([[1]], 3, temperature=-1.0), "temperature"),
+        (lambda m: m.generate([[1, 999]], 3), r"token ids must lie in \[0, 256\)"),
+        (lambda m: m.logits(np.zeros((4,), np.int32)), r"\[batch, length\]"),
+        (lambda m: m.logits(np.zeros((1, 4), np.int32), np.ones((1, 5))), "attention_mask shape"),
+    ],
+)
+def test_bad_input_is_refused_clearly(model, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(model)

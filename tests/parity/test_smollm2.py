@@ -1,0 +1,60 @@
+"""Parity with transformers on the real SmolLM2-135M-Instruct weights (the embedded GGUF).
+
+The reference is transformers' own GGUF loader. Tolerance: max |logit diff| <= 1e-3 (float32)
+on a chat-template prompt, and 32 greedy tokens identical to transformers' ``generate``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import spark_jax
+from spark_jax.data.chat import encode_chat
+from spark_jax.model.pretrained import embedded_model_path
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [
+    {"role": "system", "content": "You are a careful assistant who shows each step of a calculation."},
+    {"role": "user", "content": "A train leaves at 9:40 and travels 156 km at 78 km/h. At what time does it "
+                                "arrive, and how many minutes does the trip take? Explain briefly."},
+]
+
+
+@pytest.fixture(scope="module")
+def models():
+    from transformers import AutoModelForCausalLM
+
+    path = embedded_model_path()
+    ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    return spark_jax.load_pretrained("embedded"), ref
+
+
+def test_logits_match_transformers(models):
+    ours, ref = models
+    ids = np.array([encode_chat(ours.tokenizer, MESSAGES)], np.int32)
+    assert ids.shape[1] > 60
+    with torch.no_grad():
+        want = ref(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
+    got = ours.logits(ids)
+    assert np.abs(got - want).max() <= 1e-3
+
+
+def test_32_greedy_tokens_identical_to_transformers_generate(models):
+    ours, ref = models
+    prompt = encode_chat(ours.tokenizer, MESSAGES)
+    with torch.no_grad():
+        out = ref.generate(torch.tensor([prompt]), max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                           pad_token_id=ours.tokenizer.pad_token_id)
+    want = out[0, len(prompt):].tolist()
+    assert ours.generate([prompt], 32, eos_token_ids=()) == [want]
+
+
+def test_known_wrong_arithmetic_answer(models):
+    """The brief's reference behaviour: greedy SmolLM2 says 17 x 23 = 381 (it is 391)."""
+    ours, _ = models
+    prompt = encode_chat(ours.tokenizer, [{"role": "user", "content": "What is 17 times 23?"}])
+    reply = ours.tokenizer.decode(ours.generate([prompt], 16)[0], skip_special_tokens=True)
+    assert "381" in reply
