@@ -9,6 +9,7 @@ a single number whose next-token distribution it can read.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import string
 from typing import Any, Mapping, Sequence
@@ -18,7 +19,10 @@ from spark_jax.rollout.interfaces import JudgeRequest
 SCORE_MIN, SCORE_MAX = 0, 10
 SCHEMA_NAME = "action_scores"
 
-try:
+# Only a missing tools package selects the fallback; a tools package that fails to import is an error.
+TOOLS_PACKAGE_PRESENT = importlib.util.find_spec("spark_jax.tools") is not None
+
+if TOOLS_PACKAGE_PRESENT:
     from spark_jax.tools import TOOLS as _TOOLS
 
     def action_description(name: str) -> str:
@@ -27,7 +31,7 @@ try:
             raise KeyError(f"no tool named {name!r}; known: {sorted(_TOOLS)}")
         return _TOOLS[name].description
 
-except ImportError:
+else:
     # FALLBACK, only while spark_jax.tools has not landed on this branch: the same nine names
     # the tools package will register, described in one line each. Remove this branch once
     # `from spark_jax.tools import TOOLS` works (the tools package is the single source).

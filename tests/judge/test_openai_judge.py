@@ -72,7 +72,13 @@ def test_429_retry_after_seconds_is_honoured(judge_loopback, judge_request):
 
 
 def test_429_retry_after_http_date_is_honoured(judge_loopback, judge_request):
-    judge_loopback.script([rate_limited(retry_after=http_date(2.0)), scores_reply()])
+    answers = []
+
+    def first_rate_limited(body):  # the date is computed when the request arrives, not before
+        answers.append(1)
+        return rate_limited(retry_after=http_date(2.0)) if len(answers) == 1 else scores_reply()
+
+    judge_loopback.default = first_rate_limited
     res = run(make_judge(judge_loopback).score(judge_request))
     first, second = judge_loopback.requests
     # An HTTP date has 1 s resolution: 2 s ahead means at least ~1 s of waiting.
