@@ -2,8 +2,12 @@ import asyncio
 import random
 import time
 
-import httpx2 as httpx
 import openai
+
+try:  # the HTTP library under the installed openai client (httpx2 for openai 3.x, httpx before)
+    import httpx2 as httpx
+except ImportError:
+    import httpx
 import pytest
 
 from spark_jax.judge.retry import (
