@@ -3,8 +3,16 @@ at concurrency C versus 1, in the same run. Prints one JSON line; the target rat
 
     python benchmarks/judge_throughput.py [--latency-ms 100] [--steps 256] [--concurrency 32]
 
+Run from the repository root with the package importable (``PYTHONPATH=.`` in a worktree).
 The server runs in a child process. The serial run judges ``--serial-steps`` steps (default steps / 8: at 100 ms per call it
 would otherwise dominate the run); steps/s is what is compared. No cache, no retries.
+
+What bounds the ratio: each step costs the client ~4-6 ms of CPU (almost all inside the openai
+SDK: request building and transformation, httpx, response parsing; the judge's own prompt,
+schema and validation work is ~0.1 ms), so the concurrent rate cannot exceed
+1000 / client_cpu_ms_per_step steps/s, about 200/s on a free core: ~22x a 110 ms serial call.
+On a CPU shared with other jobs the measured ratio is lower; ``client_cpu_ms_per_step`` and
+``load_avg_1m`` in the output show how much.
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ class ChatEndpoint:
         return ChatResult(response, attempts, prompt, completion, cost)
 
     async def aclose(self) -> None:
-        if self._client is not None:
+        """Closes the connection pool (only the current loop's; an older loop's is already gone)."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()
-            self._client = None
-            self._loop = None
+        self._client = None
+        self._loop = None

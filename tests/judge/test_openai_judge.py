@@ -274,3 +274,16 @@ def test_build_judge_from_config(judge_loopback, judge_request, monkeypatch, tmp
     assert judge.endpoint.concurrency == 3 and judge.tracker.max_cost_usd == 1.0
     shared = CostTracker(5.0)
     assert build_judge(cfg, tracker=shared).tracker is shared
+
+
+def test_aclose_then_reuse_in_a_new_loop(judge_loopback, judge_request):
+    judge = make_judge(judge_loopback)
+
+    async def score_and_close():
+        res = await judge.score(judge_request)
+        await judge.aclose()
+        return res
+
+    assert run(score_and_close()).ok
+    assert run(judge.score(judge_request)).ok  # a closed judge builds a fresh client on next use
+    run(judge.aclose())  # closing from another loop than the client's is a no-op, not an error
