@@ -99,7 +99,7 @@ class LocalGenerator:
         outs = self.model.generate(prompts, max_tokens, self.temperature, seed, eos_token_ids=self.eos_ids)
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         self.stats.completion_tokens += sum(len(o) for o in outs)
-        return [apply_stop(tok.decode(o, skip_special_tokens=True), stop).strip() for o in outs]
+        return [apply_stop(tok.decode(o, skip_special_tokens=True), stop) for o in outs]
 
     async def complete_many(self, conversations: Sequence[Messages], *, max_tokens: int,
                             stop: Sequence[str] | None = None) -> list[str]:

@@ -54,7 +54,7 @@ def test_local_stop_strings_are_applied_after_decoding(tiny_chat_generator_model
     words = full.split()
     assert len(words) >= 2, full
     cut = run(gen.complete(CONVO, max_tokens=8, stop=[" " + words[1]]))
-    assert cut == full[: full.index(" " + words[1])].strip()
+    assert cut == full[: full.index(" " + words[1])]
 
 
 def test_local_sampling_uses_temperature_and_advancing_seeds(tiny_chat_generator_model):
