@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # Modules that register sub-commands, in the order they appear in --help.
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if os.environ.get("SPARK_JAX_NO_COMPILE_CACHE") != "1":
+        from spark_jax.jax_setup import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -10,6 +10,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from spark_jax.jax_setup import enable_compilation_cache  # noqa: E402
+
+# Shared by xdist workers and later runs: each shape bucket compiles once per machine.
+enable_compilation_cache()
+
 
 def make_hf_llama(path, seed: int = 0, init_std: float = 0.1, **config_overrides):
     """Saves a random transformers LlamaForCausalLM (tiny preset shapes) to ``path``; returns it."""

@@ -12,10 +12,15 @@ UNFILLED = -1  # token value of output slots never written (after EOS or past th
 
 def sample_next(logits_bv: jax.Array, temperature: jax.Array, rng: jax.Array) -> jax.Array:
     """Greedy where temperature == 0, else a categorical draw from softmax(logits / T). [B] int32."""
-    greedy = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
-    safe_t = jnp.where(temperature > 0, temperature, 1.0)
-    sampled = jax.random.categorical(rng, logits_bv / safe_t, axis=-1).astype(jnp.int32)
-    return jnp.where(temperature > 0, sampled, greedy)
+
+    def draw(_):
+        return jax.random.categorical(rng, logits_bv / temperature, axis=-1).astype(jnp.int32)
+
+    def greedy(_):
+        return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+
+    # A cond, not a where: greedy decoding must not pay for 8 x 49k random draws per step.
+    return jax.lax.cond(temperature > 0, draw, greedy, None)
 
 
 def decode(
