@@ -1,9 +1,21 @@
-"""Llama 3.x / SmolLM2 in Flax NNX: config, modules, checkpoints, sharding, decoding."""
+"""Llama 3.x / SmolLM2 in Flax NNX: config, modules, checkpoints, sharding, decoding.
 
-from spark_jax.model.config import LlamaConfig, RopeScaling, llama3_1_8b, llama3_2_1b, preset, smollm2_135m, tiny
-from spark_jax.model.llama import KVCache, Llama
+Submodules load lazily so that ``spark-jax`` commands that never touch the model (the tools)
+do not pay for importing jax.
+"""
 
-__all__ = [
-    "KVCache", "Llama", "LlamaConfig", "RopeScaling", "llama3_1_8b", "llama3_2_1b", "preset",
-    "smollm2_135m", "tiny",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "LlamaConfig": "config", "RopeScaling": "config", "llama3_1_8b": "config", "llama3_2_1b": "config",
+    "preset": "config", "smollm2_135m": "config", "tiny": "config", "KVCache": "llama", "Llama": "llama",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"spark_jax.model.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'spark_jax.model' has no attribute {name!r}")
