@@ -9,7 +9,6 @@ a single number whose next-token distribution it can read.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import string
 from typing import Any, Mapping, Sequence
@@ -19,39 +18,13 @@ from spark_jax.rollout.interfaces import JudgeRequest
 SCORE_MIN, SCORE_MAX = 0, 10
 SCHEMA_NAME = "action_scores"
 
-# Only a missing tools package selects the fallback; a tools package that fails to import is an error.
-TOOLS_PACKAGE_PRESENT = importlib.util.find_spec("spark_jax.tools") is not None
+def action_description(name: str) -> str:
+    """The one-line description of a candidate action, as the tools package states it."""
+    from spark_jax.tools import TOOLS
 
-if TOOLS_PACKAGE_PRESENT:
-    from spark_jax.tools import TOOLS as _TOOLS
-
-    def action_description(name: str) -> str:
-        """The one-line description of a candidate action, as the tools package states it."""
-        if name not in _TOOLS:
-            raise KeyError(f"no tool named {name!r}; known: {sorted(_TOOLS)}")
-        return _TOOLS[name].description
-
-else:
-    # FALLBACK, only while spark_jax.tools has not landed on this branch: the same nine names
-    # the tools package will register, described in one line each. Remove this branch once
-    # `from spark_jax.tools import TOOLS` works (the tools package is the single source).
-    _FALLBACK_DESCRIPTIONS = {
-        "calculator": "evaluates an arithmetic expression and returns the number",
-        "python": "runs a short Python program in a sandbox and returns what it prints",
-        "sympy": "solves, simplifies, differentiates or integrates symbolic math with SymPy",
-        "units": "converts a quantity between physical units",
-        "chemistry": "looks up element data and computes molar masses of chemical formulas",
-        "constants": "looks up the value and unit of a physical constant",
-        "finance": "computes interest, present/future values, annuities and returns",
-        "search": "searches a local reference corpus and returns the best matching passages",
-        "cot": "writes a step of reasoning in plain words, without calling a tool",
-    }
-
-    def action_description(name: str) -> str:
-        """The one-line description of a candidate action (fallback table; see comment above)."""
-        if name not in _FALLBACK_DESCRIPTIONS:
-            raise KeyError(f"no tool named {name!r}; known: {sorted(_FALLBACK_DESCRIPTIONS)}")
-        return _FALLBACK_DESCRIPTIONS[name]
+    if name not in TOOLS:
+        raise KeyError(f"no tool named {name!r}; known: {sorted(TOOLS)}")
+    return TOOLS[name].description
 
 
 class ScoreFormatError(ValueError):

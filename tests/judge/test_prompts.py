@@ -99,12 +99,10 @@ def test_reask_names_error_and_keys():
     assert msg["role"] == "user" and "outside 0..10" in msg["content"] and "finance" in msg["content"]
 
 
-def test_descriptions_come_from_the_tools_package_when_present():
-    if prompts.TOOLS_PACKAGE_PRESENT:
-        from spark_jax.tools import TOOLS
+def test_descriptions_come_from_the_tools_package():
+    from spark_jax.tools import TOOLS
 
-        for a in NINE_ACTIONS:
-            assert prompts.action_description(a) == TOOLS[a].description
-    else:  # the fallback table covers exactly the nine actions the tools package will register
-        assert sorted(prompts._FALLBACK_DESCRIPTIONS) == sorted(NINE_ACTIONS)
-        assert all(prompts.action_description(a) for a in NINE_ACTIONS)
+    for a in NINE_ACTIONS:
+        assert prompts.action_description(a) == TOOLS[a].description
+    with pytest.raises(KeyError, match="no tool named 'abacus'"):
+        prompts.action_description("abacus")
