@@ -34,7 +34,7 @@ class GenerateConfig:
     max_observation_chars: int = 2000  # tool output shown to the model is cut here
     stop_on_early_answer: bool = False  # end a trajectory (fewer than K records) once a thought answers
     concurrency: int = 8  # questions whose backend calls run at once (and local batch size)
-    tool_timeout_s: float = 10.0
+    tool_timeout_s: float | None = None  # None: each tool's own default timeout
     progress: bool = True
 
     def __post_init__(self):
@@ -52,7 +52,7 @@ class GenerateConfig:
                      "max_observation_chars", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.tool_timeout_s <= 0:
+        if self.tool_timeout_s is not None and self.tool_timeout_s <= 0:
             raise ValueError(f"tool_timeout_s must be > 0, got {self.tool_timeout_s}")
 
 

@@ -143,8 +143,15 @@ class RolloutDriver:
                     if len(texts) != len(chunk):
                         raise RuntimeError(f"complete_many returned {len(texts)} texts for {len(chunk)} requests")
                     out.extend(texts)
-                except Exception as e:  # the whole batch failed: each of its questions fails
-                    out.extend([e] * len(chunk))
+                except Exception as e:
+                    # Isolate the request that broke the batch (e.g. one prompt too long):
+                    # the others are answered one by one and only the culprit fails.
+                    log.warning("batched generation failed (%s: %s); retrying its %d requests one by one",
+                                type(e).__name__, e, len(chunk))
+                    out.extend(await asyncio.gather(
+                        *(self.generator.complete(r, max_tokens=max_tokens, stop=_STOP) for r in chunk),
+                        return_exceptions=True,
+                    ))
             return out
         return list(await asyncio.gather(
             *(self._bounded(self.generator.complete(r, max_tokens=max_tokens, stop=_STOP)) for r in requests),
@@ -305,8 +312,12 @@ class RolloutDriver:
 
 
 def _judge_counter(judge: Any, name: str, fallback: float) -> float:
-    v = getattr(judge, name, None)
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else fallback
+    """``judge.<name>`` or ``judge.stats.<name>`` when the judge keeps that counter, else ours."""
+    for owner in (judge, getattr(judge, "stats", None)):
+        v = getattr(owner, name, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return v
+    return fallback
 
 
 async def generate_async(

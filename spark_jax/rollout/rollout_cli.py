@@ -35,6 +35,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", metavar="NAME", help="judge model name (openai) or path (local)")
     p.add_argument("--generator", metavar="PATH_OR_URL", default="embedded",
                    help="generator: model directory/.gguf/'embedded', or an OpenAI-compatible base URL")
+    p.add_argument("--generator-model", metavar="NAME", help="served model name when --generator is a URL")
     p.add_argument("--concurrency", type=int, metavar="C", help="questions in flight / local batch size (default 8)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (created, or resumed)")
     p.add_argument("--config", metavar="FILE", help="YAML with GenerateConfig fields")
@@ -122,16 +123,19 @@ def _generate(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise ValueError(f"the judge/generator/tool backends are not available in this install ({e})") from e
 
+    build_config(args)  # report config errors before loading a model
+    generator_url = _is_url(args.generator)
+    judge_cfg = JudgeConfig(backend=args.judge, model=args.judge_model, base_url=args.judge_base_url)
+    gen_cfg = (GeneratorConfig(backend="openai", base_url=args.generator, model=args.generator_model)
+               if generator_url else GeneratorConfig(backend="local", model=args.generator))
     local_model = None
-    if args.judge == "local" or not _is_url(args.generator):
+    if not generator_url:  # one in-process model serves the generator and a local judge of the same path
         from spark_jax.model.pretrained import load_pretrained
 
-        local_model = load_pretrained("embedded" if _is_url(args.generator) else args.generator)
-    judge = build_judge(
-        JudgeConfig(kind=args.judge, base_url=args.judge_base_url, model=args.judge_model),
-        local_model=local_model,
-    )
-    generator = build_generator(GeneratorConfig(model=args.generator), local_model=local_model)
+        local_model = load_pretrained(gen_cfg.model)
+    same_model = judge_cfg.backend == "local" and judge_cfg.model == gen_cfg.model
+    judge = build_judge(judge_cfg, local_model=local_model if same_model else None)
+    generator = build_generator(gen_cfg, local_model=local_model)
     # ---- end of backend wiring
     return run_generate(args, judge=judge, generator=generator, tool_runner=run_tool)
 
