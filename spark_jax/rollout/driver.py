@@ -105,6 +105,7 @@ class RolloutDriver:
         self.candidates = prompts.candidate_actions(self.specs)
         self.stats = RunStats()
         self._sem: asyncio.Semaphore | None = None
+        self.on_step: Callable[[int], None] | None = None  # called after each lockstep step
 
     # -- backend calls -----------------------------------------------------------------
     async def _bounded(self, coro):
@@ -300,6 +301,8 @@ class RolloutDriver:
                 await self._act(acting, step, live)
             if answering:
                 await self._answer(answering, step)
+            if self.on_step is not None:
+                self.on_step(step)
         done = [tr for tr in trajs if tr.error is None]
         records = [r for tr in done for r in tr.records]
         # The counts carried forward are those of the records kept: exactly what a resumed run
@@ -368,8 +371,9 @@ async def generate_async(
     bar = tqdm(total=len(train), initial=len(train) - len(pending), unit="q", desc="generate",
                disable=not cfg.progress, dynamic_ncols=True)
 
-    def show() -> None:
+    def show(step: int | None = None) -> None:
         bar.set_postfix(
+            block_step=f"{step + 1}/{cfg.steps}" if step is not None else "-",
             judge_calls=int(_judge_counter(judge, "calls", stats.judge_calls)),
             cache_hits=int(_judge_counter(judge, "cache_hits", stats.judge_cache_hits)),
             cost=f"${_judge_counter(judge, 'cost_usd', stats.judge_cost_usd):.4f}",
@@ -378,6 +382,7 @@ async def generate_async(
         )
 
     show()
+    driver.on_step = show
     try:
         for start in range(0, len(pending), cfg.questions_per_shard):
             block = [by_id[qid] for qid in pending[start:start + cfg.questions_per_shard]]

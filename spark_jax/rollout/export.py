@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import pathlib
 import sys
 from typing import Any
@@ -29,3 +31,30 @@ def export_jsonl(run_dir: str | pathlib.Path, out: str) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     return len(records)
+
+
+def selection_entropy_bits(counts: dict[str, int]) -> float:
+    """Shannon entropy (bits) of the action distribution given by ``counts``."""
+    total = sum(counts.values())
+    if not total:
+        return 0.0
+    return float(-sum((n / total) * math.log2(n / total) for n in counts.values() if n))
+
+
+def summarize_run(run_dir: str | pathlib.Path) -> dict[str, Any]:
+    """Records, questions, accuracy, judged-action distribution and its entropy for a run."""
+    records = list(iter_step_records(run_dir))
+    counts = collections.Counter(r["selected"] for r in records if r["selected"] != "answer")
+    finals = [r for r in records if r["selected"] == "answer"]
+    total = sum(counts.values())
+    return {
+        "records": len(records),
+        "questions": len({r["question_id"] for r in records}),
+        "accuracy": (sum(bool(r["correct"]) for r in finals) / len(finals)) if finals else None,
+        "unanswered": sum(r["final_answer"] is None for r in finals),
+        "judged_steps": total,
+        "usage_counts": dict(counts.most_common()),
+        "usage_share": {a: round(n / total, 4) for a, n in counts.most_common()},
+        "selection_entropy_bits": round(selection_entropy_bits(dict(counts)), 4),
+        "max_entropy_bits": round(math.log2(9), 4),
+    }

@@ -141,9 +141,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from spark_jax.rollout.export import export_jsonl
+    from spark_jax.rollout.export import export_jsonl, summarize_run
 
     n = export_jsonl(args.run_dir, args.jsonl)
     if args.jsonl != "-":
         print(f"wrote {n} step records to {args.jsonl}", file=sys.stderr)
+        print(json.dumps(summarize_run(args.run_dir)))
     return 0

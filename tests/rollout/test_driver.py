@@ -216,3 +216,16 @@ def test_early_answer_can_end_a_trajectory(bank, tmp_path):
         if cots:  # the step after the first answering thought is the answer step
             assert len(rs) == cots[0] + 2
     assert summary.records < 9 * 5
+
+
+def test_summary_counts_and_entropy(bank, tmp_path):
+    from spark_jax.rollout.export import selection_entropy_bits, summarize_run
+
+    assert selection_entropy_bits({"a": 1, "b": 1}) == pytest.approx(1.0)
+    assert selection_entropy_bits({"a": 5}) == 0.0 and selection_entropy_bits({}) == 0.0
+    assert selection_entropy_bits({"a": 1, "b": 1, "c": 2}) == pytest.approx(1.5)
+    summary = run(bank, tmp_path / "run")
+    s = summarize_run(tmp_path / "run")
+    assert s["records"] == 36 and s["questions"] == 9 and s["judged_steps"] == 27
+    assert s["usage_counts"] == summary.usage_counts
+    assert 0 < s["selection_entropy_bits"] <= s["max_entropy_bits"]
