@@ -357,7 +357,8 @@ async def generate_async(
 
     per_question, usage, shards = store.scan()
     expected = None if cfg.stop_on_early_answer else cfg.steps
-    bad = {q: n for q, n in per_question.items() if (expected and n != expected) or q not in set(train)}
+    train_set = set(train)
+    bad = {q: n for q, n in per_question.items() if (expected and n != expected) or q not in train_set}
     if bad:
         raise StoreCorruptError(f"{store.run_dir}: questions with unexpected records (question_id: count) {dict(list(bad.items())[:5])}")
     pending = [qid for qid in train if qid not in per_question]

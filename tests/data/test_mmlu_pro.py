@@ -63,7 +63,7 @@ def test_duplicate_ids_are_errors(tmp_path):
 
 
 def test_parquet_reads_like_jsonl(tmp_path):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     bank = make_bank({"math": 2, "history": 2})
@@ -111,3 +111,10 @@ def test_real_data_reports_question_3983():
     assert len(qs) == 12032
     assert not [i for i in issues if i.fatal]
     assert 3983 in {i.question_id for i in issues}
+
+
+def test_hub_source_offline_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(QuestionDataError, match="could not download .* give a local JSONL/Parquet file"):
+        load_questions("hf://TIGER-Lab/MMLU-Pro")

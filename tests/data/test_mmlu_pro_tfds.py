@@ -2,11 +2,10 @@ import pytest
 
 from mmlu_fixtures import make_bank, make_question, write_jsonl
 
-tfds = pytest.importorskip("tensorflow_datasets")
-grain = pytest.importorskip("grain")
+import grain
 
-from spark_jax.data import mmlu_pro_tfds  # noqa: E402
-from spark_jax.data.mmlu_pro import QuestionDataError  # noqa: E402
+from spark_jax.data import mmlu_pro_tfds
+from spark_jax.data.mmlu_pro import QuestionDataError
 
 
 def test_builder_writes_array_record_that_grain_reads(tmp_path):
