@@ -104,7 +104,7 @@ class RolloutDriver:
         self.specs = tuple(specs or prompts.action_specs())
         self.candidates = prompts.candidate_actions(self.specs)
         self.stats = RunStats()
-        self._sem: asyncio.Semaphore | None = None
+        self._sem = asyncio.Semaphore(cfg.concurrency)  # backend calls in flight
         self.on_step: Callable[[int], None] | None = None  # called after each lockstep step
 
     # -- backend calls -----------------------------------------------------------------
@@ -364,7 +364,6 @@ async def generate_async(
     pending = [qid for qid in train if qid not in per_question]
     failed: dict[int, dict[str, Any]] = {}
     driver = RolloutDriver(cfg, judge=judge, generator=generator, tool_runner=tool_runner)
-    driver._sem = asyncio.Semaphore(cfg.concurrency)
     stats = driver.stats
 
     from tqdm import tqdm
@@ -419,5 +418,16 @@ def _plain(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def generate(cfg: GenerateConfig, **kwargs: Any) -> RunSummary:
-    """Synchronous wrapper around :func:`generate_async`."""
-    return asyncio.run(generate_async(cfg, **kwargs))
+    """Synchronous wrapper around :func:`generate_async`; closes backends that have ``aclose``
+    (HTTP clients) on the same event loop."""
+
+    async def run_and_close() -> RunSummary:
+        try:
+            return await generate_async(cfg, **kwargs)
+        finally:
+            for backend in (kwargs.get("judge"), kwargs.get("generator")):
+                close = getattr(backend, "aclose", None)
+                if close is not None:
+                    await close()
+
+    return asyncio.run(run_and_close())
