@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "spark_jax.model.model_cli",
     "spark_jax.tools.tools_cli",
+    "spark_jax.rollout.rollout_cli",
 )
 
 

@@ -1,0 +1,165 @@
+"""Prompt rendering for rollouts and evaluation (pure functions of their inputs).
+
+The state s_t of a trajectory is a list of chat messages:
+
+1. a system prompt that explains the task, the action format
+   (``spark_jax.rollout.actions``) and the nine actions plus ``answer``;
+2. the question as a user message in MMLU-Pro's official layout;
+3. for every earlier step, the assistant's action message and, after a tool, a user
+   message ``"Observation: <tool output or error>"``.
+
+During Stage 1 the generator is asked for one part at a time (a tool argument, a thought,
+or the final answer) by appending one instruction message to the state
+(:func:`generator_messages`); the stored state never contains those instructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from typing import Any, Mapping, Sequence
+
+from spark_jax.rollout.actions import ANSWER, ActionFormatError, parse_action
+
+log = logging.getLogger(__name__)
+
+COT = "cot"
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    description: str
+    argument_format: str
+
+
+# Used only when spark_jax.tools is not importable (it is built separately); the tools'
+# own descriptions take precedence.
+_FALLBACK_SPECS = (
+    ActionSpec("calculator", "evaluates an arithmetic expression exactly", "one arithmetic expression, e.g. (3.2e-4 * 17) / 2"),
+    ActionSpec("python", "runs a short Python program in a sandbox and returns what it prints", "Python source code that prints its result"),
+    ActionSpec("sympy", "symbolic algebra and calculus with SymPy (solve, simplify, differentiate, integrate)", "one SymPy expression, e.g. solve(x**2 - 4, x)"),
+    ActionSpec("units", "converts a quantity between units", "a quantity and a target unit, e.g. 3 km/h to m/s"),
+    ActionSpec("chemistry", "molar masses and element data", "a chemical formula or element, e.g. molar mass of H2SO4"),
+    ActionSpec("constants", "looks up physical constants", "the constant's name, e.g. Planck constant"),
+    ActionSpec("finance", "time value of money: interest, present/future value, annuities, NPV, IRR", "a finance function call, e.g. fv(rate=0.05, nper=10, pmt=0, pv=-1000)"),
+    ActionSpec("search", "searches a local reference corpus for a fact", "a short search query"),
+    ActionSpec("cot", "think one step further in words (no tool)", "your reasoning for this step"),
+)
+_ANSWER_SPEC = ActionSpec(ANSWER, "give the final answer and stop", 'end with "the answer is (X)" where X is the letter')
+
+
+def action_specs() -> tuple[ActionSpec, ...]:
+    """The nine candidate actions in their fixed order, with descriptions from spark_jax.tools."""
+    try:
+        from spark_jax.tools import TOOL_NAMES, TOOLS
+    except ImportError as e:
+        log.debug("spark_jax.tools unavailable (%s); using built-in action descriptions", e)
+        return _FALLBACK_SPECS
+    fallback = {s.name: s for s in _FALLBACK_SPECS}
+    specs = []
+    for name in TOOL_NAMES:
+        tool = TOOLS.get(name) if hasattr(TOOLS, "get") else None
+        if tool is not None:
+            specs.append(ActionSpec(name, str(tool.description), str(tool.argument_format)))
+        elif name in fallback:
+            specs.append(fallback[name])
+        else:
+            specs.append(ActionSpec(name, "a tool", "its input"))
+    return tuple(specs)
+
+
+def candidate_actions(specs: Sequence[ActionSpec] | None = None) -> tuple[str, ...]:
+    return tuple(s.name for s in (specs or action_specs()))
+
+
+def system_prompt(specs: Sequence[ActionSpec] | None = None) -> str:
+    specs = tuple(specs or action_specs()) + (_ANSWER_SPEC,)
+    lines = [
+        "You answer a multiple-choice question step by step. At each step you take exactly one action,",
+        "written as two parts:",
+        "Action: <name>",
+        "Input: <text>",
+        "After a tool action you receive its result as 'Observation: ...'. Use the tools when they help,",
+        "think with 'cot', and finish with 'answer'.",
+        "",
+        "Actions:",
+    ]
+    lines += [f"- {s.name}: {s.description}. Input: {s.argument_format}." for s in specs]
+    return "\n".join(lines)
+
+
+def question_prompt(question: Mapping[str, Any]) -> str:
+    """The question in MMLU-Pro's official zero-shot chain-of-thought layout."""
+    subject = str(question["category"])
+    head = (
+        f"The following are multiple choice questions (with answers) about {subject}. Think step by step "
+        'and then finish your answer with "the answer is (X)" where X is the correct letter choice.'
+    )
+    options = "".join(f"{LETTERS[i]}. {opt}\n" for i, opt in enumerate(question["options"]))
+    return f"{head}\n\nQuestion:\n{question['question']}\nOptions:\n{options}Answer: Let's think step by step."
+
+
+def initial_messages(question: Mapping[str, Any], specs: Sequence[ActionSpec] | None = None) -> list[dict[str, str]]:
+    """s_0: the system prompt and the question."""
+    return [
+        {"role": "system", "content": system_prompt(specs)},
+        {"role": "user", "content": question_prompt(question)},
+    ]
+
+
+def observation_message(ok: bool, output: str, error: str | None, max_chars: int) -> dict[str, str]:
+    """The user message that shows a tool's result (or its error), cut to ``max_chars``."""
+    text = output if ok else f"Error: {error or output or 'the tool failed without a message'}"
+    text = text.strip()
+    if len(text) > max_chars:
+        text = text[:max_chars] + f"\n[... cut at {max_chars} characters]"
+    return {"role": "user", "content": f"Observation: {text}"}
+
+
+def generator_instruction(action: str, specs: Sequence[ActionSpec] | None = None) -> str:
+    """What the generator is asked to write for ``action`` (a tool, ``cot`` or ``answer``)."""
+    if action == ANSWER:
+        return (
+            "Give your final answer now. Briefly state your reasoning and finish with "
+            '"the answer is (X)" where X is the correct letter.'
+        )
+    if action == COT:
+        return "Next action: cot. Write your next reasoning step in a few sentences. Do not call a tool."
+    spec = {s.name: s for s in (specs or action_specs())}.get(action)
+    fmt = spec.argument_format if spec else "its input"
+    desc = f" ({spec.description})" if spec else ""
+    return (
+        f"Next action: {action}{desc}. Write only the input for this tool, nothing else. "
+        f"Input format: {fmt}."
+    )
+
+
+def generator_messages(
+    messages: Sequence[Mapping[str, str]], action: str, specs: Sequence[ActionSpec] | None = None
+) -> list[dict[str, str]]:
+    """The state plus one instruction asking for ``action``'s text."""
+    return [dict(m) for m in messages] + [{"role": "user", "content": generator_instruction(action, specs)}]
+
+
+_FENCE = re.compile(r"\A```[A-Za-z0-9_+-]*[ \t]*\n(.*?)\n?```\s*\Z", re.DOTALL)
+
+
+def clean_generation(text: str, action: str) -> str:
+    """The generator's text for ``action``: an imitated 'Action:/Input:' wrapper is removed,
+    and for tools a surrounding Markdown code fence and a leading 'Input:' label too."""
+    text = (text or "").strip()
+    if text.startswith("Action:"):
+        try:
+            text = parse_action(text).text
+        except ActionFormatError:
+            pass
+    if action not in (COT, ANSWER):
+        if text.startswith("Input:"):
+            text = text[len("Input:"):].strip()
+        m = _FENCE.match(text)
+        if m:
+            text = m.group(1).strip()
+    return text
