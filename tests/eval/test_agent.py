@@ -1,0 +1,106 @@
+"""The evaluation agent: strict parsing, format errors, tools, forced answers, both modes."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from spark_jax.eval.agent import AgentConfig, PolicyAgent, action_names
+from spark_jax.tools import ToolResult
+
+QUESTION = {"question_id": 7, "category": "math", "question": "What is 17 times 23?",
+            "options": ["381", "391", "401", "371"], "answer": "B", "answer_index": 1}
+
+
+class ScriptedAgent(PolicyAgent):
+    """Replays fixed policy messages instead of decoding (the loop logic under test is real)."""
+
+    def __init__(self, script, final="the answer is (B)", **kw):
+        tok = types.SimpleNamespace(chat_template="x")
+        model = types.SimpleNamespace(tokenizer=tok, config=types.SimpleNamespace(eos_token_ids=(2,)))
+        self.script = list(script)
+        self.final = final
+        self.tool_calls = []
+
+        def runner(name, arg, timeout_s=None):
+            self.tool_calls.append((name, arg))
+            return ToolResult(ok=True, output="391", error=None, elapsed_s=0.0)
+
+        self.model, self.config, self.name, self.eos = model, AgentConfig(**kw), "scripted", (2,)
+        self.tool_runner, self._seed = runner, 0
+
+    def _choose(self, active):
+        return [self.script.pop(0) for _ in active]
+
+    def _decode(self, prompt_ids, max_new):
+        return [self.final for _ in prompt_ids]
+
+    def _prompt_ids(self, messages):
+        return [1]
+
+
+def test_tool_then_answer():
+    agent = ScriptedAgent(["Action: calculator\nInput: 17*23", "Action: answer\nInput: the answer is (B)"])
+    (row,) = agent.run([QUESTION])
+    assert agent.tool_calls == [("calculator", "17*23")]
+    assert row["actions"] == ["calculator", "answer"] and row["steps"] == 2
+    assert row["pred"] == "B" and row["correct"] and not row["forced_answer"] and row["format_errors"] == 0
+    assert row["transcript"][-2] == {"role": "user", "content": "Observation: 391"}
+
+
+def test_format_error_is_shown_counted_and_not_an_action():
+    agent = ScriptedAgent(["I think it is 391", "Action: teleport\nInput: x", "Action: cot\nInput: 17*23=391",
+                           "Action: answer\nInput: So the answer is (B)."])
+    (row,) = agent.run([QUESTION])
+    assert row["format_errors"] == 2 and row["actions"] == ["cot", "answer"] and row["steps"] == 4
+    errors = [m["content"] for m in row["transcript"] if m["content"].startswith("Observation: Format error")]
+    assert len(errors) == 2 and "unknown action 'teleport'" in errors[1]
+    assert agent.tool_calls == []  # cot runs no tool
+
+
+def test_forced_answer_after_max_steps():
+    agent = ScriptedAgent(["Action: cot\nInput: hmm"] * 2, final="no idea, sorry", max_steps=2)
+    (row,) = agent.run([QUESTION])
+    assert row["forced_answer"] and row["steps"] == 3 and row["pred"] is None and not row["correct"]
+    assert row["actions"] == ["cot", "cot", "answer"]
+
+
+def test_imagined_observation_is_cut_off():
+    agent = ScriptedAgent(["Action: units\nInput: 5 km/h to m/s\nObservation: 1.39 m/s",
+                           "Action: answer\nInput: the answer is (A)"])
+    (row,) = agent.run([QUESTION])
+    assert agent.tool_calls == [("units", "5 km/h to m/s")] and row["pred"] == "A" and not row["correct"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="mode"):
+        AgentConfig(mode="guess")
+    with pytest.raises(ValueError, match="max_steps"):
+        AgentConfig(max_steps=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    from spark_jax.model.pretrained import load_pretrained
+    from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    return load_pretrained(build_tiny_chat_model(tmp_path_factory.mktemp("tiny_policy")))
+
+
+@pytest.mark.parametrize("mode", ["generate", "score"])
+def test_real_decoding_on_a_tiny_model(tiny_policy, mode):
+    agent = PolicyAgent(tiny_policy, AgentConfig(mode=mode, max_steps=2, max_action_tokens=8, max_answer_tokens=8))
+    rows = agent.run([QUESTION, dict(QUESTION, question_id=8, category="law")])
+    assert [r["question_id"] for r in rows] == [7, 8]
+    for r in rows:
+        assert 1 <= r["steps"] <= 3 and r["actions"][-1] == "answer"
+        assert set(r["actions"]) <= set(action_names())
+        if mode == "score":
+            assert r["format_errors"] == 0  # the header is chosen, not written
+
+
+def test_score_actions_ranks_all_ten(tiny_policy):
+    agent = PolicyAgent(tiny_policy, AgentConfig(mode="score"))
+    scores = agent.score_actions([1, 3, 10, 11])
+    assert list(scores) == list(action_names()) and all(s < 0 for s in scores.values())
