@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "spark_jax.model.model_cli",
     "spark_jax.tools.tools_cli",
     "spark_jax.rollout.rollout_cli",
+    "spark_jax.eval.eval_cli",
 )
 
 

@@ -57,6 +57,9 @@ def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
 class PretrainedModel:
     """A loaded causal LM: ``.config``, ``.tokenizer``, ``.logits()``, ``.generate()``."""
 
+    # Padded batch x (prompt + new tokens) per generate call; larger requests are split.
+    max_batch_tokens = 16384
+
     def __init__(self, model: Llama, tokenizer: Any = None, mesh: Mesh | None = None):
         self.config: LlamaConfig = model.config
         self.tokenizer = tokenizer
@@ -142,9 +145,36 @@ class PretrainedModel:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         eos = tuple(self.config.eos_token_ids if eos_token_ids is None else eos_token_ids) or (-2,)
+        nb = bucket(max_new_tokens, minimum=16)
+        results: list[list[int] | None] = [None] * len(prompts)
+        for group_no, group in enumerate(self._token_budget_groups(prompts, nb)):
+            outs = self._generate_batch([prompts[i] for i in group], max_new_tokens, nb, temperature,
+                                        seed + group_no, eos)
+            for i, out in zip(group, outs):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _token_budget_groups(self, prompts: Sequence[Sequence[int]], nb: int) -> list[list[int]]:
+        """Prompt indices split (shortest first) so each call's padded batch x (prompt + new)
+        tokens stays within ``max_batch_tokens``; one group when everything fits."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        groups: list[list[int]] = [[]]
+        for i in order:
+            trial = groups[-1] + [i]
+            cost = bucket(len(trial), minimum=1) * (bucket(len(prompts[i]), minimum=16) + nb)
+            if groups[-1] and cost > self.max_batch_tokens:
+                groups.append([i])
+            else:
+                groups[-1] = trial
+        if len(groups) == 1:
+            return [list(range(len(prompts)))]  # keep the caller's order: same results as before
+        return groups
+
+    def _generate_batch(self, prompts, max_new_tokens: int, nb: int, temperature: float, seed: int,
+                        eos: tuple[int, ...]) -> list[list[int]]:
         b = len(prompts)
         longest = max(len(p) for p in prompts)
-        bb, pb, nb = bucket(b, minimum=1), bucket(longest, minimum=16), bucket(max_new_tokens, minimum=16)
+        bb, pb = bucket(b, minimum=1), bucket(longest, minimum=16)
         if pb + nb > self.config.max_position_embeddings:
             log.warning("prompt + new tokens (%d) exceed max_position_embeddings (%d)",
                         pb + nb, self.config.max_position_embeddings)

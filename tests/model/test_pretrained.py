@@ -74,3 +74,15 @@ def test_one_executable_per_bucket(model):
 def test_bad_input_is_refused_clearly(model, call, message):
     with pytest.raises(ValueError, match=message):
         call(model)
+
+
+def test_token_budget_splits_batches_without_changing_results(model):
+    prompts = [[7] * 3, [3, 1, 4, 1, 5, 9, 2, 6] * 6, [10, 20, 30], [5] * 20]
+    together = model.generate(prompts, 6, eos_token_ids=())
+    old = model.max_batch_tokens
+    model.max_batch_tokens = 64  # two short prompts fit together (2 x (16 + 16)); the rest go alone
+    try:
+        assert model._token_budget_groups(prompts, 16) == [[0, 2], [3], [1]]
+        assert model.generate(prompts, 6, eos_token_ids=()) == together
+    finally:
+        model.max_batch_tokens = old
