@@ -12,6 +12,7 @@ import sys
 # Modules that register sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "spark_jax.model.model_cli",
+    "spark_jax.rl.train_cli",
 )
 
 
