@@ -60,7 +60,7 @@ def tiny_model_dir(tmp_path_factory, chat_tokenizer):
     from spark_jax.model.llama import Llama
 
     tok = chat_tokenizer
-    cfg = tiny(vocab_size=len(tok), eos_token_ids=(tok.convert_tokens_to_ids("<|im_end|>"),),
+    cfg = tiny().replace(vocab_size=len(tok), eos_token_ids=(tok.convert_tokens_to_ids("<|im_end|>"),),
                pad_token_id=tok.pad_token_id, bos_token_id=None)
     model = Llama(cfg, rngs=nnx.Rngs(0))
     out = tmp_path_factory.mktemp("tiny_model")

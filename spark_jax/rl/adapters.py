@@ -114,7 +114,7 @@ def lora_modules(model: nnx.Module) -> dict[str, nnx.Module]:
     """Module path ("layers/0/self_attn/q_proj") -> module, for modules carrying adapters."""
     return {
         "/".join(str(p) for p in path): m
-        for path, m in model.iter_modules()
+        for path, m in nnx.iter_modules(model)
         if hasattr(m, "kernel_lora_a") and hasattr(m, "kernel_lora_b")
     }
 
@@ -122,7 +122,7 @@ def lora_modules(model: nnx.Module) -> dict[str, nnx.Module]:
 def merged_model(model: Llama, cfg: LoraConfig) -> Llama:
     """A plain ``Llama`` with W + A @ B * alpha / rank (NF4 bases dequantised first)."""
     mcfg = model.config
-    modules = {"/".join(str(p) for p in path): m for path, m in model.iter_modules()}
+    modules = {"/".join(str(p) for p in path): m for path, m in nnx.iter_modules(model)}
     adapters = lora_modules(model)
     graphdef, abs_state = nnx.split(abstract_model(mcfg))
     dtype = jnp.dtype(mcfg.param_dtype)

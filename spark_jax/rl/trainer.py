@@ -59,7 +59,7 @@ def load_base_model(cfg: TrainConfig, mesh=None) -> tuple[Llama, Any]:
 
 def _set_remat(module: nnx.Module, remat: bool) -> None:
     # Adapters are created by running the model once, outside remat; remat is switched on after.
-    for _, m in module.iter_modules():
+    for _, m in nnx.iter_modules(module):
         if isinstance(m, Llama):
             m.config = m.config.replace(remat=remat)
 
