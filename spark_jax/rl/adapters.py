@@ -74,7 +74,9 @@ def apply_lora(model: Llama, cfg: LoraConfig, *, seed: int = 0) -> Llama:
         kwargs.update(weight_qtype="nf4", tile_size=cfg.qlora_tile_size)
     provider = qwix.LoraProvider(**kwargs)
     sample = jnp.zeros((1, 8), jnp.int32)
-    lora_model = qwix.apply_lora_to_model(model, provider, sample, rngs=nnx.Rngs(seed))
+    # qwix creates the adapters (and NF4 codes) by running the model once; under nnx.jit that
+    # is one compiled program instead of hundreds of eagerly dispatched ops (2-3x faster here).
+    lora_model = nnx.jit(lambda m: qwix.apply_lora_to_model(m, provider, sample, rngs=nnx.Rngs(seed)))(model)
     if not nnx.state(lora_model, nnx.LoRAParam):
         raise ValueError(
             f"lora.target_modules {cfg.target_modules!r} matched no projection; module paths look "

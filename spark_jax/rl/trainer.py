@@ -68,7 +68,12 @@ def build_models(cfg: TrainConfig, base: Llama) -> tuple[nnx.Module, nnx.Module 
     """The policy (with adapters unless full fine-tuning) and, for advantage="value", the critic."""
     critic = None
     if cfg.algo == "ppo" and cfg.ppo.advantage == "value":
-        critic = Critic(nnx.clone(base), rngs=nnx.Rngs(cfg.seed + 1))
+        graphdef, weights = nnx.split(base)
+        if cfg.lora.rank == 0:
+            # Both copies are trained (and their buffers donated): they must not share arrays.
+            # Under LoRA the frozen base weights are shared between policy and critic.
+            weights = jax.tree.map(jnp.copy, weights)
+        critic = Critic(nnx.merge(graphdef, weights), rngs=nnx.Rngs(cfg.seed + 1))
     if cfg.lora.rank > 0:
         policy = apply_lora(base, cfg.lora, seed=cfg.seed)
         if critic is not None:
