@@ -115,6 +115,15 @@ def read_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
     return load_config(TrainConfig, path)
 
 
+def _mesh_devices(shape) -> list:
+    """All devices; on a single host a smaller mesh may use the first prod(shape) of them."""
+    n, devices = int(np.prod(shape)), jax.devices()
+    if jax.process_count() == 1 and n < len(devices):
+        log.warning("mesh %s uses %d of the %d devices", tuple(shape), n, len(devices))
+        return devices[:n]
+    return devices
+
+
 class MetricsLog:
     """``metrics.jsonl`` + TensorBoard, written by process 0 only."""
 
@@ -160,7 +169,7 @@ class Trainer:
             async_save=cfg.checkpoint.async_save,
         )
         self._check_config()
-        self.mesh = make_mesh(cfg.mesh_shape)
+        self.mesh = make_mesh(cfg.mesh_shape, _mesh_devices(cfg.mesh_shape))
         base, self.tokenizer = load_base_model(cfg, self.mesh)
         policy, critic = build_models(cfg, base)
         self.policy_graphdef, p_train, p_frozen = split_trainable(policy, cfg)
