@@ -72,11 +72,23 @@ def apply_lora(model: Llama, cfg: LoraConfig, *, seed: int = 0) -> Llama:
     kwargs: dict[str, Any] = dict(module_path=cfg.target_modules, rank=cfg.rank, alpha=cfg.alpha)
     if cfg.qlora:
         kwargs.update(weight_qtype="nf4", tile_size=cfg.qlora_tile_size)
+    if re.search(cfg.target_modules, "lm_head") or re.search(cfg.target_modules, "embed_tokens"):
+        raise ValueError(
+            f"lora.target_modules {cfg.target_modules!r} matches lm_head/embed_tokens: adapters are "
+            "supported on the decoder's projections only"
+        )
     provider = qwix.LoraProvider(**kwargs)
     sample = jnp.zeros((1, 8), jnp.int32)
+    if isinstance(model, Llama):
+        # Intercept hidden_states, not __call__: __call__ and generate.py's prefill both go
+        # through hidden_states, so a LoRA model decodes with its adapters on every step.
+        method, inputs = "hidden_states", (sample, jnp.zeros((1, 8), jnp.int32))
+    else:  # e.g. the critic, whose __call__ runs the backbone
+        method, inputs = "__call__", (sample,)
     # qwix creates the adapters (and NF4 codes) by running the model once; under nnx.jit that
     # is one compiled program instead of hundreds of eagerly dispatched ops (2-3x faster here).
-    lora_model = nnx.jit(lambda m: qwix.apply_lora_to_model(m, provider, sample, rngs=nnx.Rngs(seed)))(model)
+    lora_model = nnx.jit(lambda m: qwix.apply_lora_to_model(
+        m, provider, *inputs, methods=(method,), rngs=nnx.Rngs(seed)))(model)
     if not nnx.state(lora_model, nnx.LoRAParam):
         raise ValueError(
             f"lora.target_modules {cfg.target_modules!r} matched no projection; module paths look "

@@ -84,14 +84,16 @@ def test_merged_model_equals_lora_model_and_decodes(tiny_model_dir):
     merged = merged_model(ours, LCFG)
     ids = _ids(cfg.vocab_size, seed=2)
     np.testing.assert_allclose(_our_logits(merged, ids), _our_logits(ours, ids), rtol=1e-4, atol=1e-4)
-    # Decoding goes through the merged weights: generate.py's prefill calls hidden_states(),
-    # which qwix does not intercept (it wraps __call__ only), so a qwix model must be merged
-    # before PretrainedModel.generate. The merged model's greedy tokens follow its own logits.
-    prompt = list(ids[0, :12])
-    out = PretrainedModel(merged).generate([prompt], max_new_tokens=3)[0]
-    step_logits = _our_logits(ours, np.asarray([prompt + out[:2]], np.int32))
-    assert out[0] == int(step_logits[0, len(prompt) - 1].argmax())
-    assert out[2] == int(step_logits[0, -1].argmax())
+    # Decoding with the KV cache uses the adapters on the prefill and on every decode step
+    # (qwix intercepts hidden_states, which both go through): same tokens as the merged model,
+    # and each greedy token is the argmax of the adapter model's full-sequence logits.
+    prompts = [list(ids[0, :12]), list(ids[1, :7])]
+    out_lora = PretrainedModel(ours).generate(prompts, max_new_tokens=4)
+    assert out_lora == PretrainedModel(merged).generate(prompts, max_new_tokens=4)
+    seq = prompts[0] + out_lora[0]
+    step_logits = _our_logits(ours, np.asarray([seq], np.int32))[0]
+    for k, tok in enumerate(out_lora[0]):
+        assert tok == int(step_logits[len(prompts[0]) - 1 + k].argmax())
 
 
 def test_only_adapters_are_trainable_and_qlora_quantises_the_base(tiny_model_dir):
@@ -117,7 +119,9 @@ def test_only_adapters_are_trainable_and_qlora_quantises_the_base(tiny_model_dir
     assert max(b_norms) > 0
 
 
-def test_targets_that_match_nothing_are_an_error(tiny_model_dir):
+def test_targets_that_match_nothing_or_the_head_are_errors(tiny_model_dir):
     base, _ = load_hf_directory(tiny_model_dir)
     with pytest.raises(ValueError, match="matched no projection"):
         apply_lora(base, LoraConfig(rank=2, target_modules="nothing_here"))
+    with pytest.raises(ValueError, match="lm_head"):
+        apply_lora(base, LoraConfig(rank=2, target_modules=".*(q_proj|lm_head)"))
