@@ -7,7 +7,7 @@ MFU = 6 * N * tokens / step_time / peak, N = the base model's parameters (the us
 "model FLOPs"; LoRA skips the base weights' gradients, so the hardware does ~4N of the 6N),
 peak = an fp32 2048^3 matmul measured in this run with jax.
 
-    python benchmarks/train_step.py [--batch 2] [--seq 256] [--steps 3] [--rank 16]
+    PYTHONPATH=. python benchmarks/train_step.py [--batch 2] [--seq 128] [--steps 2] [--rank 16]
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def torch_steps(args, ids, targets, mask):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rank", type=int, default=16)
     args = p.parse_args()
     ids, targets, mask = batch(49152, args.batch, args.seq)
