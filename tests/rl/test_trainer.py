@@ -91,7 +91,6 @@ def test_full_finetune_with_value_head_trains_every_parameter(tiny_model_dir, st
     assert set(t.state["params"]) == {"policy", "critic"}
     assert "value_loss" in rows[-1] and np.isfinite(rows[-1]["value_loss"])
     n_policy = sum(x.size for x in jax.tree_util.tree_leaves(t.state["params"]["policy"]))
-    from spark_jax.model.config import LlamaConfig  # noqa: F401  (config of the loaded model below)
     assert n_policy == t.policy_module().config.num_params()
 
 
