@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "spark_jax.tools.tools_cli",
     "spark_jax.rollout.rollout_cli",
     "spark_jax.eval.eval_cli",
+    "spark_jax.rl.train_cli",
 )
 
 

@@ -133,7 +133,19 @@ def _run_layer(layer: DecoderLayer, x, cos, sin, mask, kv, index):
     return layer(x, cos, sin, mask, kv, index)
 
 
-_run_layer_remat = nnx.remat(_run_layer)
+def _run_layer_remat(layer: DecoderLayer, x, cos, sin, mask, kv, index):
+    """_run_layer under jax.checkpoint: activations are recomputed in the backward pass.
+
+    The layer goes in as (graphdef, state) through plain jax.checkpoint rather than nnx.remat,
+    whose Variable updates fail ("different trace level") when the model is merged inside
+    jax.grad/lax.scan, as in the trainer's step.
+    """
+    graphdef, state = nnx.split(layer)
+
+    def run(state, x, cos, sin, mask, kv, index):
+        return nnx.merge(graphdef, state)(x, cos, sin, mask, kv, index)
+
+    return jax.checkpoint(run)(state, x, cos, sin, mask, kv, index)
 
 
 class Llama(nnx.Module):

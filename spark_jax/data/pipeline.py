@@ -1,0 +1,208 @@
+"""Grain input for Stage 2: step records -> tokenised, masked, bucketed, sharded batches.
+
+Each record (``spark_jax.rollout.records``) becomes one sequence:
+
+    prompt = chat template of ``messages`` with the generation prompt
+    target = ``action_text`` + the template's end-of-turn token(s)
+
+``loss_mask`` is 1 exactly on the target tokens. Over-long sequences lose prompt tokens from
+the left (counted and logged); a record whose target alone exceeds the longest bucket is
+dropped (counted and logged). A batch is padded on the right to the smallest bucket that
+holds its longest row, so a jitted step compiles once per bucket.
+
+Batch arrays (B rows, T the bucket length; ``targets`` are the inputs shifted by one, so
+``logits[:, t]`` scores ``targets[:, t]``):
+
+    input_ids       int32   [B, T]
+    targets         int32   [B, T]
+    attention_mask  int32   [B, T]   1 real token, 0 padding
+    loss_mask       float32 [B, T]   1 where targets[:, t] is an action token
+    reward          float32 [B]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any, Iterator, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from spark_jax.data.chat import encode_chat
+from spark_jax.rollout.records import read_step_records
+from spark_jax.shapes import bucket
+
+log = logging.getLogger(__name__)
+
+_PROBE = "\u2063SPARKJAXPROBE\u2063"
+
+
+def end_of_turn_text(tokenizer: Any) -> str:
+    """What the chat template writes after an assistant message's content (e.g. ``<|im_end|>``).
+
+    Found by rendering a one-message assistant turn around a probe string, so it follows the
+    model's own template (ChatML for SmolLM2, ``<|eot_id|>`` for Llama 3). Trailing
+    whitespace is dropped: generation stops at the end-of-turn token, not after the newline.
+    """
+    text = tokenizer.apply_chat_template(
+        [{"role": "assistant", "content": _PROBE}], tokenize=False, add_generation_prompt=False
+    )
+    if _PROBE not in text:
+        raise ValueError("the chat template does not render assistant content verbatim")
+    tail = text.split(_PROBE, 1)[1].rstrip()
+    if not tail:
+        raise ValueError("the chat template writes nothing after an assistant message; no end-of-turn token")
+    return tail
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedRecord:
+    """One record as token ids: ``prompt_ids`` then ``target_ids`` (the trained tokens)."""
+
+    prompt_ids: tuple[int, ...]
+    target_ids: tuple[int, ...]
+    reward: float
+    truncated: int  # prompt tokens dropped from the left
+
+
+def tokenize_record(tokenizer: Any, record: Mapping[str, Any], eot_text: str, max_len: int) -> TokenizedRecord | None:
+    """Token ids of one record; None if its target alone does not fit in ``max_len``."""
+    prompt = encode_chat(tokenizer, record["messages"], add_generation_prompt=True)
+    target = list(tokenizer(record["action_text"] + eot_text, add_special_tokens=False)["input_ids"])
+    if len(target) >= max_len:
+        return None
+    # The sequence fed to the model is prompt + target minus its final token (the last
+    # target token is predicted, never an input), so prompt + target may be max_len + 1.
+    keep = max_len + 1 - len(target)
+    dropped = max(0, len(prompt) - keep)
+    return TokenizedRecord(tuple(prompt[dropped:]), tuple(target), float(record["reward"]), dropped)
+
+
+@dataclasses.dataclass
+class TokenizeStats:
+    records: int = 0
+    kept: int = 0
+    truncated: int = 0  # records that lost prompt tokens
+    truncated_tokens: int = 0
+    dropped: int = 0  # records whose action alone exceeds the longest bucket
+
+
+def tokenize_records(
+    tokenizer: Any, records: Sequence[Mapping[str, Any]], max_len: int
+) -> tuple[list[TokenizedRecord], TokenizeStats]:
+    eot = end_of_turn_text(tokenizer)
+    out, stats = [], TokenizeStats(records=len(records))
+    for rec in records:
+        tok = tokenize_record(tokenizer, rec, eot, max_len)
+        if tok is None:
+            stats.dropped += 1
+            continue
+        if tok.truncated:
+            stats.truncated += 1
+            stats.truncated_tokens += tok.truncated
+        out.append(tok)
+    stats.kept = len(out)
+    if stats.truncated:
+        log.warning("%d of %d records were longer than %d tokens: %d prompt tokens cut from the left",
+                    stats.truncated, stats.records, max_len, stats.truncated_tokens)
+    if stats.dropped:
+        log.warning("%d of %d records dropped: their action alone exceeds %d tokens",
+                    stats.dropped, stats.records, max_len)
+    return out, stats
+
+
+def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded batch arrays (see module docstring) at the smallest fitting bucket."""
+    lengths = [len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows]
+    t = bucket(max(lengths), buckets=tuple(buckets))
+    b = len(rows)
+    input_ids = np.full((b, t), pad_id, np.int32)
+    targets = np.full((b, t), pad_id, np.int32)
+    attention = np.zeros((b, t), np.int32)
+    loss_mask = np.zeros((b, t), np.float32)
+    for i, r in enumerate(rows):
+        seq = np.asarray(r.prompt_ids + r.target_ids, np.int32)
+        n = len(seq) - 1
+        input_ids[i, :n] = seq[:-1]
+        targets[i, :n] = seq[1:]
+        attention[i, :n] = 1
+        loss_mask[i, len(r.prompt_ids) - 1:n] = 1.0
+    reward = np.asarray([r.reward for r in rows], np.float32)
+    return {"input_ids": input_ids, "targets": targets, "attention_mask": attention,
+            "loss_mask": loss_mask, "reward": reward}
+
+
+def make_dataset(
+    examples: Sequence[TokenizedRecord],
+    *,
+    batch_size: int,
+    buckets: Sequence[int],
+    pad_id: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """An endless, per-epoch reshuffled dataset of this process's batches.
+
+    Records are split between processes first (``process_index::process_count``); each
+    process then draws ``batch_size`` rows per batch (its share of the global batch).
+    """
+    if not examples:
+        raise ValueError("no training examples (every record was dropped or the run is empty)")
+    mine = grain.MapDataset.source(list(examples))[process_index::process_count]
+    if len(mine) < batch_size:
+        raise ValueError(
+            f"process {process_index} holds {len(mine)} examples, fewer than its batch size {batch_size}"
+        )
+    return (
+        mine.shuffle(seed=seed)
+        .repeat(None, reseed_each_epoch=True)
+        .batch(batch_size, drop_remainder=True, batch_fn=lambda rows: collate(rows, buckets, pad_id))
+    )
+
+
+def pad_token_id(tokenizer: Any, fallback: int = 0) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        v = getattr(tokenizer, attr, None)
+        if isinstance(v, int):
+            return v
+    return fallback
+
+
+class BatchIterator:
+    """Endless iterator over batches with a JSON-able, restorable position."""
+
+    def __init__(self, dataset: grain.MapDataset):
+        self._it = iter(dataset.to_iter_dataset())
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._it)
+
+    def get_state(self) -> dict[str, Any]:
+        return dict(self._it.get_state())
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self._it.set_state(dict(state))
+
+
+def build_input(
+    run_dir: str | pathlib.Path,
+    tokenizer: Any,
+    *,
+    batch_size: int,
+    buckets: Sequence[int],
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[BatchIterator, TokenizeStats]:
+    """Reads, tokenises and batches a Stage 1 run directory."""
+    records = read_step_records(run_dir)
+    examples, stats = tokenize_records(tokenizer, records, max(buckets))
+    ds = make_dataset(examples, batch_size=batch_size, buckets=buckets, pad_id=pad_token_id(tokenizer),
+                      seed=seed, process_index=process_index, process_count=process_count)
+    return BatchIterator(ds), stats

@@ -1,0 +1,106 @@
+"""``TrainConfig``: everything a Stage 2 run needs, loaded with ``spark_jax.config_io``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from spark_jax.rl.adapters import LoraConfig
+from spark_jax.rl.ppo import PPOConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``; global-norm clipping.
+
+    The schedule counts optimizer updates: ``steps * ppo.ppo_epochs`` for PPO, ``steps`` for SFT.
+    """
+
+    lr: float = 1e-4
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float = 1.0
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optim.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.clip_norm <= 0:
+            raise ValueError(f"optim.clip_norm must be > 0, got {self.clip_norm}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Save every ``every`` steps (and at the end), keep the last ``keep``, asynchronously."""
+
+    every: int = 50
+    keep: int = 3
+    async_save: bool = True
+
+    def __post_init__(self):
+        if self.every < 1 or self.keep < 1:
+            raise ValueError("checkpoint.every and checkpoint.keep must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One Stage 2 run. ``data`` is a Stage 1 run directory, ``model`` an HF directory,
+    a .gguf file or "embedded". ``batch_size`` is global (all processes), split into
+    ``grad_accum`` micro-batches. ``dtype`` is the compute dtype, ``param_dtype`` the storage."""
+
+    algo: Literal["ppo", "sft"] = "ppo"
+    data: str = ""
+    model: str = "embedded"
+    steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    seq_buckets: tuple[int, ...] = (256, 512, 1024)
+    full_finetune: bool = False
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: bool = False
+    mesh_shape: tuple[int, ...] = (1, 1, 1)
+    seed: int = 0
+    log_every: int = 1
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=16, alpha=32.0))
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+    def __post_init__(self):
+        if self.algo not in ("ppo", "sft"):
+            raise ValueError(f"algo must be 'ppo' or 'sft', got {self.algo!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if not self.seq_buckets or any(b < 2 for b in self.seq_buckets):
+            raise ValueError(f"seq_buckets must be a non-empty list of lengths >= 2, got {self.seq_buckets}")
+        object.__setattr__(self, "seq_buckets", tuple(sorted(set(self.seq_buckets))))
+        if len(self.mesh_shape) != 3:
+            raise ValueError(f"mesh_shape must be (data, fsdp, tensor), got {self.mesh_shape}")
+        if self.full_finetune == (self.lora.rank > 0):
+            raise ValueError(
+                "choose one: LoRA (lora.rank > 0, full_finetune=false) or full fine-tuning "
+                f"(lora.rank = 0, full_finetune=true); got lora.rank={self.lora.rank}, "
+                f"full_finetune={self.full_finetune}"
+            )
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo.ppo_epochs if self.algo == "ppo" else 1
+
+
+# Keys that may differ between a run and its resumption.
+RESUMABLE_DIFFERENCES = frozenset({"log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save"})

@@ -1,0 +1,144 @@
+"""The jitted train step: PPO (or SFT) updates over one batch, as a pure function.
+
+State pytree: ``{"params", "opt_state", "step", "rng"}`` where ``params`` is
+``{"policy": trainable State, ["critic": trainable State]}``. Frozen weights (the base under
+LoRA, or the whole reference policy under full fine-tuning) come in as separate arguments.
+
+One call = one batch: the batch is cut into ``grad_accum`` micro-batches; a first pass computes
+the old log-probs (the policy as it is now, i.e. the snapshot at the start of this PPO
+iteration), the reference log-probs (adapters off, or the frozen initial weights) and the
+advantages; then ``ppo_epochs`` optimizer updates each accumulate gradients over the
+micro-batches in a ``lax.scan``. Metrics are means over epochs and micro-batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from spark_jax.rl import ppo as ppo_lib
+from spark_jax.rl.adapters import adapters_off
+from spark_jax.rl.config import TrainConfig
+from spark_jax.rl.critic import state_values
+from spark_jax.rl.sft import sft_loss
+
+BATCH_KEYS = ("input_ids", "targets", "attention_mask", "loss_mask", "reward")
+
+
+def split_micro(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
+    """[B, ...] -> [n, B / n, ...] for every array."""
+    return {k: v.reshape((n, v.shape[0] // n) + v.shape[1:]) for k, v in batch.items()}
+
+
+def make_train_step(
+    cfg: TrainConfig,
+    policy_graphdef: nnx.GraphDef,
+    critic_graphdef: nnx.GraphDef | None,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+) -> Callable:
+    """``step(state, frozen, ref, batch) -> (state, metrics)``; ``ref`` is None under LoRA."""
+    pcfg = cfg.ppo
+    use_lora = cfg.lora.rank > 0
+    use_critic = cfg.algo == "ppo" and pcfg.advantage == "value"
+    accum = cfg.grad_accum
+
+    def policy_logits(params, frozen, mb):
+        model = nnx.merge(policy_graphdef, params, frozen)
+        logits, _ = model(mb["input_ids"], None, mb["attention_mask"])
+        return logits
+
+    def critic_value(params, frozen, mb):
+        model = nnx.merge(critic_graphdef, params, frozen)
+        return state_values(model(mb["input_ids"], None, mb["attention_mask"]), mb["loss_mask"])
+
+    def prepare(params, frozen, ref, mb):
+        ref_params = adapters_off(params["policy"]) if use_lora else ref
+        out = {"ref_logp": ppo_lib.token_logprobs(policy_logits(ref_params, frozen["policy"], mb), mb["targets"])}
+        if cfg.algo == "ppo":
+            out["old_logp"] = ppo_lib.token_logprobs(
+                policy_logits(params["policy"], frozen["policy"], mb), mb["targets"])
+            if use_critic:
+                out["old_value"] = critic_value(params["critic"], frozen["critic"], mb)
+        return out
+
+    def loss_fn(params, frozen, mb):
+        logits = policy_logits(params["policy"], frozen["policy"], mb)
+        mask = mb["loss_mask"]
+        if cfg.algo == "sft":
+            loss, m = sft_loss(logits, mb["targets"], mask)
+            sg_logits = jax.lax.stop_gradient(logits)
+            logp = ppo_lib.token_logprobs(sg_logits, mb["targets"])
+            m["entropy"] = ppo_lib.masked_mean(ppo_lib.token_entropy(sg_logits), mask)
+            m["kl"] = ppo_lib.masked_mean(ppo_lib.kl_estimate(logp, mb["ref_logp"], pcfg.kl_estimator), mask)
+            return loss, m
+        loss, m = ppo_lib.ppo_loss_from_logits(
+            logits, mb["targets"], mb["old_logp"], mb["ref_logp"], mb["adv"], mask, pcfg)
+        if use_critic:
+            vl = ppo_lib.value_loss(critic_value(params["critic"], frozen["critic"], mb), mb["reward"])
+            loss = loss + pcfg.vf_coef * vl
+            m["value_loss"] = vl
+            m["loss"] = loss
+        return loss, m
+
+    def advantages(batch, prep):
+        r = batch["reward"]
+        if pcfg.advantage == "value":
+            return ppo_lib.advantages_from_values(r, prep["old_value"])
+        return ppo_lib.advantages_from_rewards(r, pcfg.advantage == "batch_norm", pcfg.adv_eps)
+
+    def step(state, frozen, ref, batch):
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        micro = split_micro(batch, accum)
+        prep = jax.lax.map(lambda mb: prepare(state["params"], frozen, ref, mb), micro)
+        flat_prep = {k: v.reshape((-1,) + v.shape[2:]) for k, v in prep.items()}
+        if cfg.algo == "ppo":
+            prep["adv"] = advantages(batch, flat_prep).reshape(accum, -1)
+        micro = {**micro, **prep}
+        epochs = cfg.updates_per_step
+
+        def one_update(carry, _):
+            params, opt_state = carry
+
+            def one_micro(gsum, mb):
+                (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, mb)
+                return jax.tree.map(jnp.add, gsum, g), m
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            gsum, ms = jax.lax.scan(one_micro, zeros, micro)
+            grads = jax.tree.map(lambda g: g / accum, gsum)
+            grad_norm = optax.global_norm(grads)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            ms = jax.tree.map(lambda x: x.mean(0), ms)
+            ms["grad_norm"] = grad_norm
+            return (params, opt_state), ms
+
+        (params, opt_state), ms = jax.lax.scan(
+            one_update, (state["params"], state["opt_state"]), None, length=epochs)
+        metrics = jax.tree.map(lambda x: x.mean(0), ms)
+        if cfg.algo == "ppo":
+            metrics["clip_frac_last_epoch"] = ms["clip_frac"][-1]
+            metrics["adv_std"] = prep["adv"].std()
+        metrics["lr"] = schedule(state["step"] * epochs)
+        metrics["reward_mean"] = batch["reward"].mean()
+        metrics["action_tokens"] = batch["loss_mask"].sum()
+        metrics["tokens"] = batch["attention_mask"].sum()
+        rng, _ = jax.random.split(state["rng"])
+        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}
+        return new_state, metrics
+
+    return step
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> dict[str, Any]:
+    return {
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.PRNGKey(seed),
+    }

@@ -1,0 +1,69 @@
+"""``spark-jax train`` and ``spark-jax export-model``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the policy offline on Stage 1 records (PPO or SFT)",
+                       description="Offline step-wise PPO (or the SFT baseline) with LoRA/QLoRA or full "
+                                   "fine-tuning. Resumes from the latest checkpoint in --out by itself.")
+    p.add_argument("--algo", choices=("ppo", "sft"), help="training algorithm (default: the config's, ppo)")
+    p.add_argument("--data", help="Stage 1 run directory (manifest.json + shards/)")
+    p.add_argument("--model", help="base model: HF directory, .gguf file or 'embedded'")
+    p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics.jsonl, tb/")
+    p.add_argument("--steps", type=int, help="training steps (batches)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank; 0 = full fine-tuning")
+    p.add_argument("--qlora", action="store_true", help="NF4 base weights (QLoRA)")
+    p.add_argument("--config", help="YAML TrainConfig (configs/tiny.yaml, configs/smollm2_135m.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. ppo.kl_coef=0.1")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("export-model", help="export a training run: merged HF weights and/or a PEFT adapter")
+    e.add_argument("run_dir", metavar="DIR", help="a `spark-jax train` output directory")
+    e.add_argument("--hf", required=True, metavar="OUT", help="write merged safetensors + config + tokenizer here")
+    e.add_argument("--peft", metavar="OUT", help="also write the LoRA adapter in PEFT's format here")
+    e.set_defaults(func=run_export)
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in (("algo", "algo"), ("data", "data"), ("model", "model"), ("steps", "steps")):
+        v = getattr(args, flag)
+        if v is not None:
+            out.append(f"{key}={json.dumps(v) if isinstance(v, str) else v}")
+    if args.lora_rank is not None:
+        out.append(f"lora.rank={args.lora_rank}")
+        out.append(f"full_finetune={'true' if args.lora_rank == 0 else 'false'}")
+    if args.qlora:
+        out.append("lora.qlora=true")
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from spark_jax.config_io import load_config
+    from spark_jax.rl.config import TrainConfig
+    from spark_jax.rl.trainer import Trainer
+
+    cfg = load_config(TrainConfig, args.config, flag_overrides(args) + list(args.overrides))
+    if not cfg.data:
+        raise ValueError("no Stage 1 data: give --data RUN_DIR (or data: in the config)")
+    trainer = Trainer(cfg, args.out)
+    try:
+        rows = trainer.run(progress=not args.no_progress)
+    finally:
+        trainer.close()
+    last = rows[-1] if rows else {"step": trainer.step}
+    print(json.dumps({"out": str(args.out), "step": trainer.step,
+                      **{k: last.get(k) for k in ("loss", "kl", "clip_frac", "entropy")}}))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from spark_jax.rl.export import export_run
+
+    print(json.dumps(export_run(args.run_dir, args.hf, args.peft)))
+    return 0

@@ -1,0 +1,83 @@
+"""Grain input: chat-template rendering, action-token masks, truncation, buckets, sharding, state."""
+
+import numpy as np
+import pytest
+
+from spark_jax.data import pipeline as pl
+from spark_jax.data.chat import encode_chat
+from tests.conftest import synthetic_records, write_run_dir
+
+
+def test_end_of_turn_is_derived_from_the_template(chat_tokenizer):
+    assert pl.end_of_turn_text(chat_tokenizer) == "<|im_end|>"
+
+
+def test_loss_mask_covers_exactly_the_action_and_end_of_turn(chat_tokenizer):
+    tok = chat_tokenizer
+    rec = synthetic_records(3)[1]
+    r = pl.tokenize_record(tok, rec, "<|im_end|>", 512)
+    assert r.truncated == 0
+    assert list(r.prompt_ids) == encode_chat(tok, rec["messages"], add_generation_prompt=True)
+    batch = pl.collate([r], (64, 128, 256, 512), tok.pad_token_id)
+    mask = batch["loss_mask"][0] > 0
+    trained = tok.decode(batch["targets"][0][mask])
+    assert trained == rec["action_text"] + "<|im_end|>"
+    # targets are the inputs shifted by one; padding carries no loss and no attention
+    n = int(batch["attention_mask"][0].sum())
+    np.testing.assert_array_equal(batch["targets"][0, : n - 1], batch["input_ids"][0, 1:n])
+    assert not mask[n:].any()
+
+
+def test_left_truncation_keeps_the_action_and_counts(chat_tokenizer, caplog):
+    recs = synthetic_records(6)
+    full = [pl.tokenize_record(chat_tokenizer, r, "<|im_end|>", 10_000) for r in recs]
+    max_len = min(len(f.prompt_ids) + len(f.target_ids) for f in full) - 5
+    with caplog.at_level("WARNING"):
+        out, stats = pl.tokenize_records(chat_tokenizer, recs, max_len)
+    assert stats.truncated == 6 and stats.truncated_tokens > 0 and "cut from the left" in caplog.text
+    for f, o in zip(full, out):
+        assert o.target_ids == f.target_ids
+        assert o.prompt_ids == f.prompt_ids[-len(o.prompt_ids):]  # the right end of the prompt survives
+        assert len(o.prompt_ids) + len(o.target_ids) - 1 == max_len
+
+
+def test_records_whose_action_does_not_fit_are_dropped(chat_tokenizer):
+    out, stats = pl.tokenize_records(chat_tokenizer, synthetic_records(4), 4)
+    assert out == [] and stats.dropped == 4
+
+
+def test_batches_are_bucketed_shuffled_and_restorable(chat_tokenizer, tmp_path):
+    run = write_run_dir(tmp_path / "run", synthetic_records(20))
+    it, stats = pl.build_input(run, chat_tokenizer, batch_size=4, buckets=(64, 128, 256), seed=3)
+    assert stats.kept == 20
+    batches = [next(it) for _ in range(3)]
+    for b in batches:
+        assert b["input_ids"].shape[0] == 4 and b["input_ids"].shape[1] in (64, 128, 256)
+        assert b["input_ids"].dtype == np.int32 and b["loss_mask"].dtype == np.float32
+    state = it.get_state()
+    nxt = [next(it) for _ in range(6)]  # crosses an epoch boundary (5 batches per epoch)
+    it2, _ = pl.build_input(run, chat_tokenizer, batch_size=4, buckets=(64, 128, 256), seed=3)
+    it2.set_state(state)
+    for a, b in zip(nxt, [next(it2) for _ in range(6)]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    # a different seed gives a different order
+    it3, _ = pl.build_input(run, chat_tokenizer, batch_size=4, buckets=(64, 128, 256), seed=4)
+    assert not np.array_equal(next(it3)["reward"], batches[0]["reward"])
+
+
+def test_processes_get_disjoint_shards(chat_tokenizer):
+    examples, _ = pl.tokenize_records(chat_tokenizer, synthetic_records(12), 256)
+    seen = []
+    for i in range(3):
+        ds = pl.make_dataset(examples, batch_size=4, buckets=(256,), pad_id=0, seed=0, process_index=i,
+                             process_count=3)
+        seen.append(sorted(np.asarray(ds[0]["reward"]).tolist()))
+    flat = sorted(x for s in seen for x in s)
+    assert flat == sorted(float(np.float32(e.reward)) for e in examples)
+
+
+def test_too_few_examples_is_a_clear_error(chat_tokenizer):
+    examples, _ = pl.tokenize_records(chat_tokenizer, synthetic_records(3), 256)
+    with pytest.raises(ValueError, match="fewer than its batch size"):
+        pl.make_dataset(examples, batch_size=4, buckets=(256,), pad_id=0, seed=0)
