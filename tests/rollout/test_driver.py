@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
+from tests.rollout.fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
 
 from spark_jax.data.mmlu_pro import fingerprint, load_questions
 from spark_jax.rollout import store as store_mod
