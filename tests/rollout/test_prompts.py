@@ -42,3 +42,11 @@ def test_clean_generation():
     assert prompts.clean_generation(format_action("calculator", "2*3"), "calculator") == "2*3"
     assert prompts.clean_generation("Input: 2*3", "calculator") == "2*3"
     assert prompts.clean_generation("  I think B.  ", "cot") == "I think B."
+
+
+def test_descriptions_end_in_one_full_stop():
+    specs = (prompts.ActionSpec("calculator", "Evaluates arithmetic.", "one expression"),)
+    system = prompts.system_prompt(specs)
+    assert "- calculator: Evaluates arithmetic. Input: one expression." in system
+    assert ".." not in system
+    assert ".." not in prompts.generator_instruction("calculator", specs)
