@@ -1,3 +1,5 @@
+import re
+
 from spark_jax.rollout import prompts
 from spark_jax.rollout.actions import format_action
 
@@ -48,5 +50,6 @@ def test_descriptions_end_in_one_full_stop():
     specs = (prompts.ActionSpec("calculator", "Evaluates arithmetic.", "one expression"),)
     system = prompts.system_prompt(specs)
     assert "- calculator: Evaluates arithmetic. Input: one expression." in system
-    assert ".." not in system
-    assert ".." not in prompts.generator_instruction("calculator", specs)
+    double_stop = re.compile(r"[^.]\.\.(?!\.)")  # ".." but not an ellipsis
+    assert not double_stop.search(system)
+    assert not double_stop.search(prompts.generator_instruction("calculator", specs))
