@@ -229,3 +229,9 @@ def test_summary_counts_and_entropy(bank, tmp_path):
     assert s["records"] == 36 and s["questions"] == 9 and s["judged_steps"] == 27
     assert s["usage_counts"] == summary.usage_counts
     assert 0 < s["selection_entropy_bits"] <= s["max_entropy_bits"]
+    recs = read_step_records(tmp_path / "run")
+    expected = sum(max(c["score"] for c in r["candidates"]) < 6.0 for r in recs if r["candidates"])
+    assert s["steps_without_viable"] == expected
+    assert summarize_run(tmp_path / "run")["steps_without_viable"] == expected
+    run(bank, tmp_path / "hi", threshold=10.0)  # hardly anything is viable at 10
+    assert summarize_run(tmp_path / "hi")["steps_without_viable"] > expected
