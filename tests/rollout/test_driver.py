@@ -235,3 +235,15 @@ def test_summary_counts_and_entropy(bank, tmp_path):
     assert summarize_run(tmp_path / "run")["steps_without_viable"] == expected
     run(bank, tmp_path / "hi", threshold=10.0)  # hardly anything is viable at 10
     assert summarize_run(tmp_path / "hi")["steps_without_viable"] > expected
+
+
+def test_a_second_writer_on_the_same_run_is_refused(bank, tmp_path):
+    # Found in a real run: a first process that was still alive while a second one resumed
+    # the same directory wrote question 10096 into two shards. The run lock prevents it.
+    holder = store_mod.RunStore(tmp_path / "run")
+    holder.open({"x": 1}, "h", {"questions": {"train": [], "heldout": []}})
+    with pytest.raises(store_mod.RunLockedError, match="another process"):
+        run(bank, tmp_path / "run")
+    holder.close()
+    with pytest.raises(ConfigMismatchError):  # now it gets as far as the settings check
+        run(bank, tmp_path / "run")
