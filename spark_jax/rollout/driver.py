@@ -350,6 +350,13 @@ async def generate_async(
         split = {"questions": {"train": train, "heldout": heldout, "train_per_category": dict(sorted(cats.items()))},
                  "data": cfg.data, "config": _plain(cfg)}
     resumed = store.open(settings, digest, split or {})
+    try:
+        return await _generate_opened(cfg, store, resumed, by_id, judge, generator, tool_runner, t0)
+    finally:
+        store.close()
+
+
+async def _generate_opened(cfg, store, resumed, by_id, judge, generator, tool_runner, t0) -> RunSummary:
     train = list(store.manifest["questions"]["train"])
     missing = [qid for qid in train if qid not in by_id]
     if missing:
@@ -401,9 +408,9 @@ async def generate_async(
             store.record_progress(shards, usage, failed, dataclasses.asdict(stats))
             bar.update(len(block))
             show()
+        per_question, usage_final, _ = store.scan()
     finally:
         bar.close()
-    per_question, usage_final, _ = store.scan()
     return RunSummary(
         run_dir=store.run_dir, resumed=resumed, train_questions=len(train),
         completed_questions=len(per_question), records=sum(per_question.values()), failed=failed,

@@ -44,6 +44,11 @@ def selection_entropy_bits(counts: dict[str, int]) -> float:
 def summarize_run(run_dir: str | pathlib.Path) -> dict[str, Any]:
     """Records, questions, accuracy, judged-action distribution and its entropy for a run."""
     records = list(iter_step_records(run_dir))
+    manifest_path = pathlib.Path(run_dir) / "manifest.json"
+    threshold = None
+    if manifest_path.is_file():
+        threshold = json.loads(manifest_path.read_text(encoding="utf-8")).get("settings", {}).get("threshold")
+    judged = [r for r in records if r["candidates"]]
     counts = collections.Counter(r["selected"] for r in records if r["selected"] != "answer")
     finals = [r for r in records if r["selected"] == "answer"]
     total = sum(counts.values())
@@ -53,6 +58,9 @@ def summarize_run(run_dir: str | pathlib.Path) -> dict[str, Any]:
         "accuracy": (sum(bool(r["correct"]) for r in finals) / len(finals)) if finals else None,
         "unanswered": sum(r["final_answer"] is None for r in finals),
         "judged_steps": total,
+        # Steps where no candidate reached the threshold, so every rule fell back to the best score.
+        "steps_without_viable": (None if threshold is None else
+                                 sum(max(c["score"] for c in r["candidates"]) < threshold for r in judged)),
         "usage_counts": dict(counts.most_common()),
         "usage_share": {a: round(n / total, 4) for a, n in counts.most_common()},
         "selection_entropy_bits": round(selection_entropy_bits(dict(counts)), 4),

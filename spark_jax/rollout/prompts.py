@@ -87,8 +87,14 @@ def system_prompt(specs: Sequence[ActionSpec] | None = None) -> str:
         "",
         "Actions:",
     ]
-    lines += [f"- {s.name}: {s.description}. Input: {s.argument_format}." for s in specs]
+    lines += [f"- {s.name}: {_sentence(s.description)} Input: {_sentence(s.argument_format)}" for s in specs]
     return "\n".join(lines)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in exactly one full stop (tool descriptions may or may not have one)."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def question_prompt(question: Mapping[str, Any]) -> str:
@@ -129,11 +135,11 @@ def generator_instruction(action: str, specs: Sequence[ActionSpec] | None = None
     if action == COT:
         return "Next action: cot. Write your next reasoning step in a few sentences. Do not call a tool."
     spec = {s.name: s for s in (specs or action_specs())}.get(action)
-    fmt = spec.argument_format if spec else "its input"
-    desc = f" ({spec.description})" if spec else ""
+    fmt = _sentence(spec.argument_format) if spec else "its input."
+    desc = f" ({spec.description.strip().rstrip('.')})" if spec else ""
     return (
         f"Next action: {action}{desc}. Write only the input for this tool, nothing else. "
-        f"Input format: {fmt}."
+        f"Input format: {fmt}"
     )
 
 

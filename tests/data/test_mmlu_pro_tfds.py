@@ -1,6 +1,6 @@
 import pytest
 
-from mmlu_fixtures import make_bank, make_question, write_jsonl
+from tests.data.mmlu_fixtures import make_bank, make_question, write_jsonl
 
 import grain
 

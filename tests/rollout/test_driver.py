@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
+from tests.rollout.fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
 
 from spark_jax.data.mmlu_pro import fingerprint, load_questions
 from spark_jax.rollout import store as store_mod
@@ -229,3 +229,21 @@ def test_summary_counts_and_entropy(bank, tmp_path):
     assert s["records"] == 36 and s["questions"] == 9 and s["judged_steps"] == 27
     assert s["usage_counts"] == summary.usage_counts
     assert 0 < s["selection_entropy_bits"] <= s["max_entropy_bits"]
+    recs = read_step_records(tmp_path / "run")
+    expected = sum(max(c["score"] for c in r["candidates"]) < 6.0 for r in recs if r["candidates"])
+    assert s["steps_without_viable"] == expected
+    assert summarize_run(tmp_path / "run")["steps_without_viable"] == expected
+    run(bank, tmp_path / "hi", threshold=10.0)  # hardly anything is viable at 10
+    assert summarize_run(tmp_path / "hi")["steps_without_viable"] > expected
+
+
+def test_a_second_writer_on_the_same_run_is_refused(bank, tmp_path):
+    # Found in a real run: a first process that was still alive while a second one resumed
+    # the same directory wrote question 10096 into two shards. The run lock prevents it.
+    holder = store_mod.RunStore(tmp_path / "run")
+    holder.open({"x": 1}, "h", {"questions": {"train": [], "heldout": []}})
+    with pytest.raises(store_mod.RunLockedError, match="another process"):
+        run(bank, tmp_path / "run")
+    holder.close()
+    with pytest.raises(ConfigMismatchError):  # now it gets as far as the settings check
+        run(bank, tmp_path / "run")

@@ -1,3 +1,5 @@
+import re
+
 from spark_jax.rollout import prompts
 from spark_jax.rollout.actions import format_action
 
@@ -42,3 +44,12 @@ def test_clean_generation():
     assert prompts.clean_generation(format_action("calculator", "2*3"), "calculator") == "2*3"
     assert prompts.clean_generation("Input: 2*3", "calculator") == "2*3"
     assert prompts.clean_generation("  I think B.  ", "cot") == "I think B."
+
+
+def test_descriptions_end_in_one_full_stop():
+    specs = (prompts.ActionSpec("calculator", "Evaluates arithmetic.", "one expression"),)
+    system = prompts.system_prompt(specs)
+    assert "- calculator: Evaluates arithmetic. Input: one expression." in system
+    double_stop = re.compile(r"[^.]\.\.(?!\.)")  # ".." but not an ellipsis
+    assert not double_stop.search(system)
+    assert not double_stop.search(prompts.generator_instruction("calculator", specs))

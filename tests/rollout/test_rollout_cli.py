@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from fakes import write_bank
+from tests.rollout.fakes import write_bank
 
 from spark_jax.rollout.records import REQUIRED_FIELDS, read_step_records
 
