@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
-	$(VENV)/bin/spark-jax chat "What is 17 times 23?" "Which gas do plants absorb from the air?"
+	$(VENV)/bin/spark-jax demo --out runs/demo
 
 test: setup
 	$(PY) -m pytest -n 2 --durations=15
