@@ -32,6 +32,9 @@ class DemoConfig:
     heldout_per_category: int = 1  # evaluation questions per category
     rollout_steps: int = 3  # K for Stage 1 (the last step is the answer)
     selection: str = "lowest_viable"
+    # SmolLM2-135M as a local judge scores about 2.5-4.5 where GPT-4o spreads 0-10, so the paper's
+    # 6.0 would leave nothing viable and every rule would act greedily (see README).
+    threshold: float = 3.5
     train_steps: int = 24  # optimizer steps for SFT and for PPO each
     batch_size: int = 4
     lora_rank: int = 8
@@ -107,20 +110,25 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     _stage(f"Stage 1: {cfg.train_questions} questions x {cfg.rollout_steps} steps, local judge, "
-           f"{cfg.selection}")
+           f"{cfg.selection} (threshold {cfg.threshold})")
     t = time.perf_counter()
     base = load_pretrained(cfg.model)
     gen_cfg = GenerateConfig(
         data=str(source), num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
-        seed=cfg.seed, steps=cfg.rollout_steps, selection=cfg.selection, questions_per_shard=cfg.train_questions,
+        seed=cfg.seed, steps=cfg.rollout_steps, selection=cfg.selection, threshold=cfg.threshold,
+        questions_per_shard=cfg.train_questions,
         concurrency=cfg.train_questions, max_tokens_tool=48, max_tokens_thought=64, max_tokens_answer=64,
         max_observation_chars=400,
     )
     judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
     generator = build_generator(GeneratorConfig(backend="local", model=cfg.model), local_model=base)
     stage1 = out / "stage1"
-    generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(str(source)), judge=judge,
-             generator=generator, tool_runner=run_tool, out_dir=stage1)
+    stage1_summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(str(source)),
+                              judge=judge, generator=generator, tool_runner=run_tool, out_dir=stage1)
+    if stage1_summary.records == 0:
+        first = next(iter(stage1_summary.failed.values()), {}) if stage1_summary.failed else {}
+        raise RuntimeError(f"Stage 1 produced no records ({len(stage1_summary.failed)} questions failed; first "
+                           f"error: {first.get('error', 'unknown')}); see {stage1 / 'manifest.json'}")
     timings["stage1_s"] = time.perf_counter() - t
 
     runs = {}

@@ -11,7 +11,10 @@ from tests.data.mmlu_fixtures import make_bank, write_jsonl
 
 
 @pytest.mark.slow
-def test_demo_pipeline_on_tiny_model(tiny_model_dir, tmp_path):
+def test_demo_pipeline_on_tiny_model(tmp_path):
+    from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    tiny_model_dir = build_tiny_chat_model(tmp_path / "model")  # digits are single tokens: the local judge reads them
     data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 4, "law": 4, "physics": 4}))
     cfg = DemoConfig(model=str(tiny_model_dir), data=str(data), train_questions=6, heldout_per_category=1,
                      rollout_steps=2, train_steps=2, batch_size=2, lora_rank=2, eval_steps=1)

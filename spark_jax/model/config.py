@@ -243,7 +243,7 @@ def tiny(**overrides: Any) -> LlamaConfig:
         vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
         num_heads=4, num_kv_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
         rope_scaling=RopeScaling("llama3", 4.0, 1.0, 4.0, 64),
-        max_position_embeddings=1024, tie_word_embeddings=False,
+        max_position_embeddings=4096, tie_word_embeddings=False,
         bos_token_id=1, eos_token_ids=(2,), pad_token_id=0, overrides=overrides,
     )
 
