@@ -28,17 +28,18 @@ DEMO_QUESTIONS = "demo_questions.jsonl"
 class DemoConfig:
     model: str = "embedded"
     data: str | None = None  # an MMLU-Pro file; None: the shipped demo questions
-    train_questions: int = 28  # Stage 1 questions (category-stratified)
+    # Defaults sized for a 2-core CPU: the point is to see every stage run, not to learn much.
+    train_questions: int = 14  # Stage 1 questions (category-stratified)
     heldout_per_category: int = 1  # evaluation questions per category
-    rollout_steps: int = 3  # K for Stage 1 (the last step is the answer)
+    rollout_steps: int = 2  # K for Stage 1 (the last step is the answer)
     selection: str = "lowest_viable"
     # SmolLM2-135M as a local judge scores about 2.5-4.5 where GPT-4o spreads 0-10, so the paper's
     # 6.0 would leave nothing viable and every rule would act greedily (see README).
     threshold: float = 3.5
-    train_steps: int = 24  # optimizer steps for SFT and for PPO each
-    batch_size: int = 4
+    train_steps: int = 6  # optimizer steps for SFT and for PPO each
+    batch_size: int = 2
     lora_rank: int = 8
-    eval_steps: int = 2  # policy actions before the forced answer
+    eval_steps: int = 1  # policy actions before the forced answer
     eval_mode: str = "generate"
     seed: int = 0
     reference_preds: str | None = None
