@@ -157,11 +157,12 @@ def test_one_jitted_call_per_step_and_one_compile_per_bucket(tiny_chat_model_spl
 
 
 def test_too_long_prompt_is_a_failed_step(tiny_chat_model_split_digits, judge_request):
-    long_msgs = list(judge_request.messages) + [{"role": "user", "content": "energy " * 1100}]
+    limit = tiny_chat_model_split_digits.config.max_position_embeddings
+    long_msgs = list(judge_request.messages) + [{"role": "user", "content": "energy " * (limit + 76)}]
     req = JudgeRequest(judge_request.question, long_msgs, 2, judge_request.actions)
     judge = LocalJudge(tiny_chat_model_split_digits)
     res = asyncio.run(judge.score(req))
-    assert not res.ok and res.scores is None and "exceeds the model's 1024 positions" in res.error
+    assert not res.ok and res.scores is None and f"exceeds the model's {limit} positions" in res.error
     assert judge.stats.failures == 1
 
 

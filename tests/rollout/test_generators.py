@@ -67,8 +67,9 @@ def test_local_sampling_uses_temperature_and_advancing_seeds(tiny_chat_generator
 
 def test_local_refuses_a_prompt_past_the_context(tiny_chat_generator_model):
     gen = LocalGenerator(tiny_chat_generator_model)
-    with pytest.raises(GenerationError, match="exceed the model's 1024 positions"):
-        run(gen.complete([{"role": "user", "content": "mass " * 1020}], max_tokens=16))
+    limit = tiny_chat_generator_model.config.max_position_embeddings
+    with pytest.raises(GenerationError, match=f"exceed the model's {limit} positions"):
+        run(gen.complete([{"role": "user", "content": "mass " * (limit - 4)}], max_tokens=16))
 
 
 def test_build_local_generator(tiny_chat_generator_model):
