@@ -195,8 +195,18 @@ def setup_mounts(libc, workdir: str, uid: int, gid: int, disk_mb: int, expose: l
         if os.path.isdir(d) and not os.path.islink(d):
             st = os.stat(d)
             if st.st_mode & 0o002:
+                # A Python installation inside it (a venv in a checkout under /tmp, as CI clones
+                # can be) must stay readable: hold it open, cover the directory, bind it back.
+                inside = [os.path.realpath(p) for p in expose
+                          if os.path.realpath(p).startswith(os.path.realpath(d) + os.sep) and os.path.isdir(p)]
+                held = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in dict.fromkeys(inside)]
                 _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,mode=0755")
-                done.append(d)
+                for p, fd in held:
+                    os.makedirs(p, mode=0o755, exist_ok=True)
+                    _mount(libc, f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC, None)
+                    _mount(libc, None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+                    os.close(fd)
+                done.append(d + (f" (python kept: {', '.join(p for p, _ in held)})" if held else ""))
     os.makedirs(workdir, mode=0o700, exist_ok=True)  # on the covering tmpfs, if under one
     _mount(
         libc, "tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV,
