@@ -134,10 +134,11 @@ class PolicyAgent:
         for i, s in enumerate(seqs):
             ids[i, :len(s)] = s
             mask[i, :len(s)] = 1
-        logits = self.model.logits(ids, mask)
-        logp = logits - _logsumexp(logits)
         p = len(prompt_ids)
-        return {n: float(sum(logp[i, p - 1 + j, t] for j, t in enumerate(h))) for i, (n, h) in enumerate(zip(names, headers))}
+        # Only the header positions are normalised: the prompt's rows (most of [10, T, V]) are not needed.
+        span = self.model.logits(ids, mask)[:, p - 1:p - 1 + max(len(h) for h in headers)]
+        logp = span - _logsumexp(span)
+        return {n: float(sum(logp[i, j, t] for j, t in enumerate(h))) for i, (n, h) in enumerate(zip(names, headers))}
 
     # ---- the loop ---------------------------------------------------------------------------
 
