@@ -16,3 +16,17 @@ def bucket(n: int, *, minimum: int = 1, buckets: tuple[int, ...] | None = None) 
     while size < n:
         size *= 2
     return size
+
+
+def length_bucket(n: int, *, minimum: int = 16) -> int:
+    """The smallest sequence-length bucket >= n: powers of two and 1.5x powers of two
+    (16, 24, 32, 48, 64, 96, ...), so padding wastes at most a third instead of a half."""
+    if n < 0:
+        raise ValueError(f"size must be >= 0, got {n}")
+    size = max(1, minimum)
+    while True:
+        if size >= n:
+            return size
+        if size >= 2 and size * 3 // 2 >= n:
+            return size * 3 // 2
+        size *= 2

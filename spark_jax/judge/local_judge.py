@@ -35,7 +35,7 @@ from spark_jax.judge.accounting import BackendStats
 from spark_jax.judge.model_thread import run_on_model_thread
 from spark_jax.model.llama import KVCache, positions_from_mask
 from spark_jax.rollout.interfaces import JudgeRequest, JudgeResult
-from spark_jax.shapes import bucket
+from spark_jax.shapes import bucket, length_bucket
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,9 @@ class LocalJudge:
             raise ValueError("the candidate prompts share no first token; the chat template is unusual")
         shared = min(shared, min(len(r) for r in rows) - 2)  # every suffix holds its answer slot and "1"
         suffixes = [r[shared:] for r in rows]
-        pb = bucket(shared, minimum=64)
+        pb = length_bucket(shared, minimum=64)
         bb = bucket(n, buckets=BATCH_BUCKETS) if n <= BATCH_BUCKETS[-1] else bucket(n)
-        sb = bucket(max(len(x) for x in suffixes), minimum=16)
+        sb = length_bucket(max(len(x) for x in suffixes))
         if (pb, bb, sb) not in self.compiled_buckets:
             log.info("local judge: compiling for prefix=%d batch=%d suffix=%d", pb, bb, sb)
             self.compiled_buckets.add((pb, bb, sb))

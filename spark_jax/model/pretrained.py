@@ -22,7 +22,7 @@ from spark_jax.model import checkpoint_hf, generate as gen
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.llama import Llama
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from spark_jax.shapes import bucket
+from spark_jax.shapes import bucket, length_bucket
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class PretrainedModel:
         groups: list[list[int]] = [[]]
         for i in order:
             trial = groups[-1] + [i]
-            cost = bucket(len(trial), minimum=1) * (bucket(len(prompts[i]), minimum=16) + nb)
+            cost = bucket(len(trial), minimum=1) * (length_bucket(len(prompts[i])) + nb)
             if groups[-1] and cost > self.max_batch_tokens:
                 groups.append([i])
             else:
@@ -174,7 +174,7 @@ class PretrainedModel:
                         eos: tuple[int, ...]) -> list[list[int]]:
         b = len(prompts)
         longest = max(len(p) for p in prompts)
-        bb, pb = bucket(b, minimum=1), bucket(longest, minimum=16)
+        bb, pb = bucket(b, minimum=1), length_bucket(longest)
         if pb + nb > self.config.max_position_embeddings:
             log.warning("prompt + new tokens (%d) exceed max_position_embeddings (%d)",
                         pb + nb, self.config.max_position_embeddings)

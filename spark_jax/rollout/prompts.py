@@ -87,7 +87,11 @@ def system_prompt(specs: Sequence[ActionSpec] | None = None) -> str:
         "",
         "Actions:",
     ]
-    lines += [f"- {s.name}: {_sentence(s.description)} Input: {_sentence(s.argument_format)}" for s in specs]
+    # Names and one-line descriptions only: the input format of a tool is shown when the
+    # generator is asked for that tool's input (generator_instruction). Listing every format
+    # here made the system prompt ~935 SmolLM2 tokens, 80% of every state, paid again by the
+    # judge, the generator and the trainer at every step; this way it is ~300.
+    lines += [f"- {s.name}: {_sentence(s.description)}" for s in specs]
     return "\n".join(lines)
 
 

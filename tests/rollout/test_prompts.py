@@ -49,7 +49,9 @@ def test_clean_generation():
 def test_descriptions_end_in_one_full_stop():
     specs = (prompts.ActionSpec("calculator", "Evaluates arithmetic.", "one expression"),)
     system = prompts.system_prompt(specs)
-    assert "- calculator: Evaluates arithmetic. Input: one expression." in system
+    assert "- calculator: Evaluates arithmetic.\n" in system
+    assert "one expression" not in system  # formats appear only when the tool's input is asked for
+    assert "Input format: one expression." in prompts.generator_instruction("calculator", specs)
     double_stop = re.compile(r"[^.]\.\.(?!\.)")  # ".." but not an ellipsis
     assert not double_stop.search(system)
     assert not double_stop.search(prompts.generator_instruction("calculator", specs))
