@@ -133,12 +133,14 @@ def run_leaves(cfg: TrainConfig, arch: LlamaConfig) -> dict[str, list[Leaf]]:
             trainable += model_leaves(arch, dt, "critic/backbone/") + head
         return {"base_weights": [], "trainable": trainable, "reference": list(plain)}
     base, adapters = [], []
+    # qwix makes adapters in the kernel's dtype; next to an NF4 kernel, in the compute dtype (tested)
+    lora_dtype = cfg.dtype if lcfg.qlora else dt
     for path, shape, dtype in plain:
         module = path.rsplit("/", 1)[0]
         if path.endswith("/kernel") and re.search(lcfg.target_modules, module):
             fan_in, fan_out = shape
-            adapters += [(f"{module}/kernel_lora_a", (fan_in, lcfg.rank), dtype),
-                         (f"{module}/kernel_lora_b", (lcfg.rank, fan_out), dtype)]
+            adapters += [(f"{module}/kernel_lora_a", (fan_in, lcfg.rank), lora_dtype),
+                         (f"{module}/kernel_lora_b", (lcfg.rank, fan_out), lora_dtype)]
             if lcfg.qlora:
                 tiles = -(-fan_in // lcfg.qlora_tile_size)
                 base += [(f"{path}/array/qvalue", shape, "uint4"), (f"{path}/array/scale", (tiles, fan_out), dtype)]
