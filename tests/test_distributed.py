@@ -31,6 +31,7 @@ def test_explicit_coordinator(calls, monkeypatch):
     assert distributed.maybe_initialize() is True
     assert distributed.maybe_initialize() is True  # once only
     assert calls == [{"coordinator_address": "127.0.0.1:1234", "num_processes": 2, "process_id": 1}]
+    assert jax.config.values["jax_cpu_collectives_implementation"] == "gloo"  # CPU processes can reduce
 
 
 def test_tpu_slice_lets_jax_discover_the_coordinator(calls, monkeypatch):
