@@ -266,8 +266,8 @@ class Trainer:
         end = min(cfg.steps, cfg.steps if until_step is None else until_step)
         metrics_log = MetricsLog(self.out, self.step)
         rows = []
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.algo}", disable=not progress,
-                   unit="step")
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.algo}",
+                   disable=not progress or jax.process_index() != 0, unit="step")
         try:
             while self.step < end:
                 batch = next(self.data)
