@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "spark_jax.rollout.rollout_cli",
     "spark_jax.eval.eval_cli",
     "spark_jax.rl.train_cli",
+    "spark_jax.plan.plan_cli",
     "spark_jax.demo",
 )
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from spark_jax.jax_setup import configure_gpu
+
+    configure_gpu()  # before jax's backends start: recommended XLA flags when running on CUDA
     if os.environ.get("SPARK_JAX_NO_COMPILE_CACHE") != "1":
         from spark_jax.jax_setup import enable_compilation_cache
 

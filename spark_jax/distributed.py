@@ -1,6 +1,6 @@
 """Multi-process start-up: ``jax.distributed.initialize`` exactly when the environment asks.
 
-Explicit (any platform, e.g. CPU processes on one machine or GPU hosts)::
+Explicit (any platform, e.g. CPU processes on one machine or GPU hosts, one process per host)::
 
     JAX_COORDINATOR_ADDRESS=10.0.0.2:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 spark-jax train ...
 
@@ -35,6 +35,10 @@ def maybe_initialize() -> bool:
             ) from e
         if not 0 <= pid < num:
             raise ValueError(f"JAX_PROCESS_ID={pid} must lie in [0, JAX_NUM_PROCESSES={num})")
+        # CPU processes exchange collectives through gloo (the default since jax 0.5; older jax
+        # had none and failed at the first cross-process reduction). GPU/TPU ignore this setting.
+        if jax.config.values.get("jax_cpu_collectives_implementation") in (None, "none"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
     elif os.environ.get("SPARK_JAX_DISTRIBUTED") == "1":
         jax.distributed.initialize()

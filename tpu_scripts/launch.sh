@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run one spark-jax command on all workers at once, in the background, logging to ~/REPO/logs.
-#   tpu_scripts/launch.sh --name spark --zone us-east5-b -- train --algo ppo --config configs/llama3_1_8b_v5e-8.yaml ...
+#   tpu_scripts/launch.sh --name spark --zone us-east5-b -- train --algo ppo --config configs/llama3_1_8b_v5e_8.yaml --data gs://BUCKET/stage1 --out gs://BUCKET/runs/ppo ...
 # On a TPU slice jax.distributed.initialize() finds the coordinator itself; SPARK_JAX_DISTRIBUTED=1
 # tells spark-jax to call it. Paths may be gs:// URLs.
 source "$(dirname "$0")/common.sh"

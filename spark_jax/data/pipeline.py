@@ -113,10 +113,14 @@ def tokenize_records(
     return out, stats
 
 
-def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
-    """Right-padded batch arrays (see module docstring) at the smallest fitting bucket."""
+def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
+            length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-padded batch arrays (see module docstring) at the smallest fitting bucket, or at
+    ``length`` (a bucket chosen for a larger batch that these rows belong to)."""
     lengths = [len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows]
-    t = bucket(max(lengths), buckets=tuple(buckets))
+    t = bucket(max(lengths), buckets=tuple(buckets)) if length is None else length
+    if max(lengths) > t:
+        raise ValueError(f"a row of {max(lengths)} tokens does not fit the batch length {t}")
     b = len(rows)
     input_ids = np.full((b, t), pad_id, np.int32)
     targets = np.full((b, t), pad_id, np.int32)
@@ -134,6 +138,16 @@ def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int
             "loss_mask": loss_mask, "reward": reward}
 
 
+def collate_process_rows(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
+                         process_index: int, process_count: int) -> dict[str, np.ndarray]:
+    """This process's contiguous block of a global batch, padded to the global batch's bucket,
+    so that every process contributes arrays of the same shape to the same global step."""
+    n = len(rows) // process_count
+    longest = max(len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows)
+    t = bucket(longest, buckets=tuple(buckets))
+    return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t)
+
+
 def make_dataset(
     examples: Sequence[TokenizedRecord],
     *,
@@ -146,20 +160,29 @@ def make_dataset(
 ) -> grain.MapDataset:
     """An endless, per-epoch reshuffled dataset of this process's batches.
 
-    Records are split between processes first (``process_index::process_count``); each
-    process then draws ``batch_size`` rows per batch (its share of the global batch).
+    ``batch_size`` is this process's share; the global batch is ``batch_size * process_count``
+    rows. Every process walks the same shuffled order of global batches (same seed) and
+    collates only its own block of rows (process ``i`` holds rows ``[i*b, (i+1)*b)``, matching
+    ``jax.make_array_from_process_local_data`` over a mesh whose devices are ordered by
+    process), padded to the bucket of the whole global batch. So processes never disagree on a
+    step's shape, the data each process puts on its devices is disjoint, and N processes see
+    exactly the global batches that one process with the same global batch size sees.
     """
     if not examples:
         raise ValueError("no training examples (every record was dropped or the run is empty)")
-    mine = grain.MapDataset.source(list(examples))[process_index::process_count]
-    if len(mine) < batch_size:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must lie in [0, {process_count})")
+    global_batch = batch_size * process_count
+    if len(examples) < global_batch:
         raise ValueError(
-            f"process {process_index} holds {len(mine)} examples, fewer than its batch size {batch_size}"
+            f"the run holds {len(examples)} examples, fewer than its batch size {global_batch}"
+            + (f" ({process_count} processes x {batch_size})" if process_count > 1 else "")
         )
     return (
-        mine.shuffle(seed=seed)
+        grain.MapDataset.source(list(examples)).shuffle(seed=seed)
         .repeat(None, reseed_each_epoch=True)
-        .batch(batch_size, drop_remainder=True, batch_fn=lambda rows: collate(rows, buckets, pad_id))
+        .batch(global_batch, drop_remainder=True,
+               batch_fn=lambda rows: collate_process_rows(rows, buckets, pad_id, process_index, process_count))
     )
 
 

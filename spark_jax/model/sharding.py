@@ -29,6 +29,10 @@ PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r"(q_proj|k_proj|v_proj|gate_proj|up_proj|lm_head)/kernel_lora_b$", P(None, "tensor")),
     (r"(o_proj|down_proj)/kernel_lora_a$", P("tensor", None)),
     (r"(o_proj|down_proj)/kernel_lora_b$", P(None, "fsdp")),
+    # QLoRA: qwix stores a quantised kernel as kernel/array/{qvalue [in, out], scale [in / tile, out]};
+    # both follow the kernel's layout (a scale dim the axis does not divide stays replicated).
+    (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel/array/(qvalue|scale)$", P("fsdp", "tensor")),
+    (r"(o_proj|down_proj)/kernel/array/(qvalue|scale)$", P("tensor", "fsdp")),
 )
 
 

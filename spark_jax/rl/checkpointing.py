@@ -1,6 +1,7 @@
 """orbax checkpoints of a training run: train state + Grain iterator position, saved together.
 
-Layout: ``RUN/checkpoints/<step>/{state,data}``. orbax writes each checkpoint into a temporary
+Layout: ``RUN/checkpoints/<step>/{state,data}``; RUN may be a ``gs://`` URL. In a multi-process
+run every process calls save/restore: orbax writes each process's shards and commits once. orbax writes each checkpoint into a temporary
 directory and renames it on commit, so a process killed mid-save (even with SIGKILL) leaves
 the previous committed step as the latest restorable one; the half-written temporary
 directory is ignored and cleaned up by the next manager.
@@ -15,12 +16,14 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from spark_jax.storage import run_path
+
 log = logging.getLogger(__name__)
 
 
 class RunCheckpoints:
     def __init__(self, directory: str | pathlib.Path, *, every: int, keep: int, async_save: bool = True):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = run_path(directory)  # local (absolute) or gs://; orbax writes both
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             enable_async_checkpointing=async_save,

@@ -50,6 +50,23 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HardwareConfig:
+    """What the run is planned for; read by ``spark-jax plan``, ignored by training.
+
+    device            cpu, h100, h200, v4, v5e, v5p or v6e ("" = the kind jax sees where plan runs)
+    device_memory_gb  memory per device in GB (1e9 bytes); 0 = the device table's figure
+    """
+
+    device: str = ""
+    device_memory_gb: float = 0.0
+
+    def __post_init__(self):
+        if self.device_memory_gb < 0:
+            raise ValueError(f"hardware.device_memory_gb must be >= 0, got {self.device_memory_gb}")
+        object.__setattr__(self, "device", self.device.strip().lower())
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One Stage 2 run. ``data`` is a Stage 1 run directory, ``model`` an HF directory,
     a .gguf file or "embedded". ``batch_size`` is global (all processes), split into
@@ -73,6 +90,7 @@ class TrainConfig:
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=16, alpha=32.0))
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    hardware: HardwareConfig = dataclasses.field(default_factory=HardwareConfig)
 
     def __post_init__(self):
         if self.algo not in ("ppo", "sft"):
@@ -103,4 +121,5 @@ class TrainConfig:
 
 
 # Keys that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = frozenset({"log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save"})
+RESUMABLE_DIFFERENCES = frozenset({"log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save",
+                                   "hardware.device", "hardware.device_memory_gb"})

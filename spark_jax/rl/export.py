@@ -19,13 +19,14 @@ from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import make_optimizer
 from spark_jax.rl.steps import init_state
 from spark_jax.rl.trainer import build_models, load_base_model, read_run_config, split_trainable
+from spark_jax.storage import run_path
 
 log = logging.getLogger(__name__)
 
 
 def load_trained_policy(run_dir: str | pathlib.Path, step: int | None = None) -> tuple[nnx.Module, TrainConfig, Any]:
     """(policy module with the checkpoint's weights, its config, tokenizer); latest step by default."""
-    run_dir = pathlib.Path(run_dir)
+    run_dir = run_path(run_dir)
     cfg = read_run_config(run_dir)
     ckpts = RunCheckpoints(run_dir / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
                            async_save=False)

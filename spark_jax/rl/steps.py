@@ -30,8 +30,19 @@ BATCH_KEYS = ("input_ids", "targets", "attention_mask", "loss_mask", "reward")
 
 
 def split_micro(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
-    """[B, ...] -> [n, B / n, ...] for every array."""
-    return {k: v.reshape((n, v.shape[0] // n) + v.shape[1:]) for k, v in batch.items()}
+    """[B, ...] -> [n, B / n, ...] for every array; micro-batch ``i`` holds rows i, i + n, i + 2n, ...
+
+    Strided, not in blocks: the batch is sharded over devices in contiguous blocks of rows, so
+    every block holds rows of every micro-batch and each micro-batch stays spread over all
+    devices. A block split ([n, B / n] reshape) makes XLA all-gather the batch and replicate
+    every micro-batch on every device (no data parallelism, full activations per device).
+    """
+    return {k: v.reshape((v.shape[0] // n, n) + v.shape[1:]).swapaxes(0, 1) for k, v in batch.items()}
+
+
+def merge_micro(micro: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The inverse of ``split_micro``: [n, B / n, ...] -> [B, ...] in the batch's row order."""
+    return {k: v.swapaxes(0, 1).reshape((-1,) + v.shape[2:]) for k, v in micro.items()}
 
 
 def make_train_step(
@@ -95,9 +106,9 @@ def make_train_step(
         batch = {k: batch[k] for k in BATCH_KEYS}
         micro = split_micro(batch, accum)
         prep = jax.lax.map(lambda mb: prepare(state["params"], frozen, ref, mb), micro)
-        flat_prep = {k: v.reshape((-1,) + v.shape[2:]) for k, v in prep.items()}
+        flat_prep = merge_micro(prep)
         if cfg.algo == "ppo":
-            prep["adv"] = advantages(batch, flat_prep).reshape(accum, -1)
+            prep["adv"] = split_micro({"adv": advantages(batch, flat_prep)}, accum)["adv"]
         micro = {**micro, **prep}
         epochs = cfg.updates_per_step
 

@@ -45,18 +45,25 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     from spark_jax.config_io import load_config
+    from spark_jax.distributed import is_main_process, maybe_initialize
     from spark_jax.rl.config import TrainConfig
-    from spark_jax.rl.trainer import Trainer
 
     cfg = load_config(TrainConfig, args.config, flag_overrides(args) + list(args.overrides))
     if not cfg.data:
         raise ValueError("no Stage 1 data: give --data RUN_DIR (or data: in the config)")
+    # Before any device is touched: with JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID
+    # (or SPARK_JAX_DISTRIBUTED=1 on a TPU slice) every process joins one global mesh.
+    maybe_initialize()
+    from spark_jax.rl.trainer import Trainer
+
     trainer = Trainer(cfg, args.out)
     try:
         rows = trainer.run(progress=not args.no_progress)
     finally:
         trainer.close()
     last = rows[-1] if rows else {"step": trainer.step}
+    if not is_main_process():
+        return 0
     print(json.dumps({"out": str(args.out), "step": trainer.step,
                       **{k: last.get(k) for k in ("loss", "kl", "clip_frac", "entropy")}}))
     return 0

@@ -1,6 +1,6 @@
 """The Stage 2 trainer: models, mesh, jitted step, checkpoints, resume, metrics.
 
-A run directory holds ``config.yaml`` (the full TrainConfig), ``checkpoints/``,
+A run directory (a local path or a ``gs://`` URL, through etils.epath) holds ``config.yaml`` (the full TrainConfig), ``checkpoints/``,
 ``metrics.jsonl`` (one JSON object per step) and TensorBoard event files (``tb/``).
 Starting a trainer on a directory with checkpoints resumes from the latest one, provided
 the config is the same (``log_every`` and checkpoint cadence may differ).
@@ -33,6 +33,7 @@ from spark_jax.rl.config import RESUMABLE_DIFFERENCES, TrainConfig
 from spark_jax.rl.critic import Critic
 from spark_jax.rl.optim import lr_schedule, make_optimizer
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step
+from spark_jax.storage import is_remote, local_stage1_run, run_path
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def read_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
-    path = pathlib.Path(run_dir) / CONFIG_NAME
+    path = run_path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; is this a `spark-jax train` output directory?")
+    if is_remote(path):
+        return load_config(TrainConfig, base=yaml.safe_load(path.read_text()) or {})
     return load_config(TrainConfig, path)
 
 
@@ -125,18 +128,23 @@ def _mesh_devices(shape) -> list:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` + TensorBoard, written by process 0 only."""
+    """``metrics.jsonl`` + TensorBoard, written by process 0 only.
 
-    def __init__(self, out: pathlib.Path, start_step: int):
+    Local files are appended to; object stores (``gs://``) cannot append, so there the whole
+    file is rewritten at each write (a few KB per hundred steps)."""
+
+    def __init__(self, out, start_step: int):
         self.enabled = jax.process_index() == 0
         self.path = out / METRICS_NAME
+        self.remote = is_remote(self.path)
+        self.lines: list[str] = []
         self.tb = None
         if not self.enabled:
             return
         if self.path.exists():  # drop steps after the checkpoint we resume from
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= start_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            self.lines = [ln for ln in self.path.read_text().splitlines()
+                          if ln.strip() and json.loads(ln)["step"] <= start_step]
+            self.path.write_text("".join(ln + "\n" for ln in self.lines))
         try:
             from tensorboardX import SummaryWriter
 
@@ -147,8 +155,13 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        line = json.dumps(row)
+        self.lines.append(line)
+        if self.remote:
+            self.path.write_text("".join(ln + "\n" for ln in self.lines))
+        else:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and v is not None and math.isfinite(v):
@@ -162,7 +175,7 @@ class MetricsLog:
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | pathlib.Path):
         self.cfg = cfg
-        self.out = pathlib.Path(out_dir)
+        self.out = run_path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = RunCheckpoints(
             self.out / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
@@ -196,7 +209,7 @@ class Trainer:
         if cfg.batch_size % pc:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {pc} processes")
         self.data, self.data_stats = build_input(
-            cfg.data, self.tokenizer, batch_size=cfg.batch_size // pc, buckets=cfg.seq_buckets,
+            local_stage1_run(cfg.data), self.tokenizer, batch_size=cfg.batch_size // pc, buckets=cfg.seq_buckets,
             seed=cfg.seed, process_index=pi, process_count=pc,
         )
         self._batch_sharding = batch_sharding(mesh, (cfg.batch_size,))
@@ -253,8 +266,8 @@ class Trainer:
         end = min(cfg.steps, cfg.steps if until_step is None else until_step)
         metrics_log = MetricsLog(self.out, self.step)
         rows = []
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.algo}", disable=not progress,
-                   unit="step")
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.algo}",
+                   disable=not progress or jax.process_index() != 0, unit="step")
         try:
             while self.step < end:
                 batch = next(self.data)

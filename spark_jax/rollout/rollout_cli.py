@@ -124,6 +124,14 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"the judge/generator/tool backends are not available in this install ({e})") from e
 
     build_config(args)  # report config errors before loading a model
+    from spark_jax.distributed import is_main_process, maybe_initialize
+
+    # Stage 1 is one process writing one run directory (its store takes a file lock). Launched on
+    # every worker of a slice, the other processes step aside instead of racing for the lock.
+    maybe_initialize()
+    if not is_main_process():
+        print("Stage 1 generation runs on process 0 only; this process has nothing to do", file=sys.stderr)
+        return 0
     generator_url = _is_url(args.generator)
     judge_cfg = JudgeConfig(backend=args.judge, model=args.judge_model, base_url=args.judge_base_url)
     gen_cfg = (GeneratorConfig(backend="openai", base_url=args.generator, model=args.generator_model)

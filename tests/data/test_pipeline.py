@@ -81,3 +81,26 @@ def test_too_few_examples_is_a_clear_error(chat_tokenizer):
     examples, _ = pl.tokenize_records(chat_tokenizer, synthetic_records(3), 256)
     with pytest.raises(ValueError, match="fewer than its batch size"):
         pl.make_dataset(examples, batch_size=4, buckets=(256,), pad_id=0, seed=0)
+
+
+def test_process_blocks_share_the_global_bucket_and_concatenate_to_the_global_batch(chat_tokenizer):
+    import dataclasses
+
+    examples, _ = pl.tokenize_records(chat_tokenizer, synthetic_records(16), 256)
+    # One long row: the process that does not hold it must still pad to its bucket.
+    long = dataclasses.replace(examples[0], prompt_ids=examples[0].prompt_ids * 2)
+    examples = [long] + examples[1:]
+    length = lambda e: len(e.prompt_ids) + len(e.target_ids) - 1  # noqa: E731
+    buckets = (max(length(e) for e in examples[1:]), length(long))
+    whole = pl.make_dataset(examples, batch_size=8, buckets=buckets, pad_id=0, seed=3)
+    parts = [pl.make_dataset(examples, batch_size=4, buckets=buckets, pad_id=0, seed=3, process_index=i,
+                             process_count=2) for i in range(2)]
+    lengths = set()
+    for step in range(4):
+        ref = whole[step]
+        blocks = [p[step] for p in parts]
+        assert blocks[0]["input_ids"].shape == blocks[1]["input_ids"].shape == (4, ref["input_ids"].shape[1])
+        lengths.add(ref["input_ids"].shape[1])
+        for k in ref:
+            np.testing.assert_array_equal(np.concatenate([b[k] for b in blocks]), ref[k], err_msg=k)
+    assert len(lengths) > 1  # some global batches hold the long row, others do not

@@ -81,3 +81,12 @@ def test_rules_cover_every_weight_kind():
     assert param_spec("layers/3/mlp/down_proj/kernel", (128, 64)) == P("tensor", "fsdp")
     assert param_spec("embed_tokens/embedding", (256, 64)) == P("tensor", "fsdp")
     assert param_spec("layers/0/input_layernorm/weight", (64,)) == P()
+
+
+def test_qlora_nf4_kernels_are_sharded_like_the_kernels_they_replace():
+    # qwix's NF4 leaves were replicated on every device before these rules existed.
+    assert param_spec("layers/3/self_attn/q_proj/kernel/array/qvalue", (64, 64)) == P("fsdp", "tensor")
+    assert param_spec("layers/3/self_attn/q_proj/kernel/array/scale", (2, 64)) == P("fsdp", "tensor")
+    assert param_spec("layers/3/mlp/down_proj/kernel/array/qvalue", (128, 64)) == P("tensor", "fsdp")
+    mesh = _Mesh(data=1, fsdp=4, tensor=1)
+    assert fit_spec(param_spec("layers/0/mlp/up_proj/kernel/array/scale", (2, 128)), (2, 128), mesh) == P(None, None)

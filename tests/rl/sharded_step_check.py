@@ -24,6 +24,19 @@ def train(config, model, data, out, mesh):
     return rows, params, shardings
 
 
+def micro_batch_sharding():
+    """How XLA shards the micro-batches that split_micro makes from a batch sharded over 8 devices."""
+    import jax.numpy as jnp
+
+    from spark_jax.model.sharding import batch_sharding, make_mesh
+    from spark_jax.rl.steps import split_micro
+
+    mesh = make_mesh((2, 4, 1))
+    batch = jax.device_put(jnp.zeros((16, 4)), batch_sharding(mesh, (16,)))
+    fn = jax.jit(lambda b: split_micro({"x": b}, 2)["x"])
+    return fn.lower(batch).compile().output_shardings.spec
+
+
 def main(config, model, data, out):
     assert len(jax.devices()) == 8, jax.devices()
     rows1, p1, _ = train(config, model, data, f"{out}/single", "[1,1,1]")
@@ -31,7 +44,8 @@ def main(config, model, data, out):
     metric_diff = max(abs(a[k] - b[k]) for a, b in zip(rows1, rows8) for k in a
                       if k not in ("tokens_per_s", "step_time_s") and a[k] is not None)
     param_diff = max(float(np.abs(p1[k] - p8[k]).max()) for k in p1)
-    print(json.dumps({"metric_diff": metric_diff, "param_diff": param_diff, "specs": sorted(specs),
+    micro_spec = str(micro_batch_sharding())
+    print(json.dumps({"metric_diff": metric_diff, "param_diff": param_diff, "specs": sorted(specs), "micro_spec": micro_spec,
                       "loss": [r["loss"] for r in rows8]}))
 
 

@@ -87,3 +87,15 @@ def test_config_rejects_bad_values():
         P.PPOConfig(clip_eps=1.5)
     with pytest.raises(ValueError, match="kl_estimator"):
         P.PPOConfig(kl_estimator="k2")
+
+
+def test_split_micro_is_strided_and_merge_inverts_it():
+    import numpy as np
+
+    from spark_jax.rl.steps import merge_micro, split_micro
+
+    x = np.arange(12).reshape(6, 2)
+    micro = split_micro({"x": x}, 3)["x"]
+    assert micro.shape == (3, 2, 2)
+    np.testing.assert_array_equal(micro[0], x[[0, 3]])  # rows 0, 3: every device block contributes
+    np.testing.assert_array_equal(merge_micro({"x": micro})["x"], x)

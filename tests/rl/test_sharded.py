@@ -25,3 +25,5 @@ def test_sharded_train_step_matches_single_device(tiny_model_dir, stage1_run, tm
     assert any("fsdp" in s or "tensor" in s for s in res["specs"])  # adapters really are split
     assert res["metric_diff"] < 1e-5, res  # float32; reductions run in another order when sharded
     assert res["param_diff"] < 1e-5, res
+    # each micro-batch stays split over the batch axes (a block split replicated it everywhere)
+    assert res["micro_spec"] == "P(None, ('data', 'fsdp'))", res["micro_spec"]
