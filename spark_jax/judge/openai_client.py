@@ -112,9 +112,17 @@ class ChatEndpoint:
         self._bind()
         client = self._client
 
+        from openai.types.chat import ChatCompletion
+
+        body = {"model": self.model, **kwargs}
+
         async def attempt() -> Any:
             self.stats.requests += 1
-            return await client.chat.completions.create(model=self.model, **kwargs)
+            # The SDK's documented low-level ``post`` (same HTTP, errors and timeouts as
+            # ``chat.completions.create``) skips the recursive TypedDict transform of the
+            # request, a quarter of the client's ~6 ms CPU per call, which bounds throughput
+            # at high concurrency. The body is plain JSON we build ourselves.
+            return await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
 
         def on_retry(reason: str, delay: float) -> None:
             self.stats.retries += 1

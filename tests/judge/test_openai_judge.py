@@ -247,7 +247,10 @@ def test_concurrency_is_bounded_and_used(judge_loopback, judge_request):
     results, elapsed = run(main())
     assert all(r.ok for r in results) and len(judge_loopback.requests) == 20
     assert judge_loopback.max_in_flight == 5
-    assert elapsed < 20 * 0.1 * 0.75  # one at a time would take >= 2 s; 5 at a time ~0.4 s
+    # One at a time takes >= 2 s; 5 at a time ~0.4 s on a free CPU. The bound stays below the
+    # serial time with room for a loaded CI machine (1.8 s was seen at load average 5); the
+    # in-flight count above is the exact check.
+    assert elapsed < 20 * 0.1
 
 
 def test_judge_survives_several_event_loops(judge_loopback, judge_request):
