@@ -30,6 +30,19 @@ def resolve_api_key(api_key: str | None, base_url: str | None, env: str = API_KE
     )
 
 
+def _http_client(concurrency: int, timeout_s: float) -> Any:
+    """The SDK's default async HTTP client with its pool sized to our concurrency: the pool
+    scans its connections for every request, and the SDK's default of 1000 costs CPU per call."""
+    import openai
+
+    try:
+        import httpx2 as httpx_mod  # the transport of openai >= 3
+    except ImportError:
+        import httpx as httpx_mod
+    limits = httpx_mod.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s)
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatResult:
     response: Any  # openai ChatCompletion
@@ -96,6 +109,7 @@ class ChatEndpoint:
 
             self._client = openai.AsyncOpenAI(
                 api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0,
+                http_client=_http_client(self.concurrency, self.timeout_s),
             )
             self._semaphore = asyncio.Semaphore(self.concurrency)
             self._loop = loop
