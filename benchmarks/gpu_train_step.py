@@ -42,6 +42,7 @@ from spark_jax.model.config import llama3_1_8b, tiny  # noqa: E402
 from spark_jax.model.factory import init_model  # noqa: E402
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings  # noqa: E402
 from spark_jax.plan.devices import device_key, peak_flops  # noqa: E402
+from spark_jax.data.pipeline import action_arrays  # noqa: E402
 from spark_jax.rl.config import TrainConfig  # noqa: E402
 from spark_jax.rl.optim import lr_schedule, make_optimizer  # noqa: E402
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step  # noqa: E402
@@ -54,8 +55,10 @@ def make_batch(vocab: int, b: int, t: int, seed: int = 0) -> dict[str, np.ndarra
     ids = rng.integers(3, vocab, size=(b, t + 1)).astype(np.int32)
     loss_mask = np.zeros((b, t), np.float32)
     loss_mask[:, t // 2:] = 1.0
+    positions, action_mask = action_arrays(loss_mask, t - t // 2)
     return {"input_ids": ids[:, :-1], "targets": ids[:, 1:], "attention_mask": np.ones((b, t), np.int32),
-            "loss_mask": loss_mask, "reward": rng.random(b).astype(np.float32)}
+            "loss_mask": loss_mask, "reward": rng.random(b).astype(np.float32),
+            "action_positions": positions, "action_mask": action_mask}
 
 
 def matmul_params(arch) -> int:

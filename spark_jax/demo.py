@@ -171,7 +171,10 @@ def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Pa
 
     train_cfg = load_config(TrainConfig, None, [
         f"algo={algo}", f"data={json.dumps(str(stage1))}", f"model={json.dumps(cfg.model)}",
-        f"steps={cfg.train_steps}", f"batch_size={cfg.batch_size}", "seq_buckets=[512,1024,2048]",
+        # Demo states are 440-660 tokens and actions at most ~70: 768 holds a batch without the
+        # 2x padding of 1024, and one action bucket means one compilation per sequence bucket.
+        f"steps={cfg.train_steps}", f"batch_size={cfg.batch_size}", "seq_buckets=[512,768,1024,2048]",
+        "action_buckets=[128]",
         f"lora.rank={cfg.lora_rank}", f"lora.alpha={2.0 * cfg.lora_rank}", "optim.lr=2e-4",
         "optim.warmup_steps=3", f"checkpoint.every={cfg.train_steps}", "checkpoint.keep=1",
         f"seed={cfg.seed}",

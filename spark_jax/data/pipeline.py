@@ -18,6 +18,12 @@ Batch arrays (B rows, T the bucket length; ``targets`` are the inputs shifted by
     attention_mask  int32   [B, T]   1 real token, 0 padding
     loss_mask       float32 [B, T]   1 where targets[:, t] is an action token
     reward          float32 [B]
+    action_positions int32  [B, A]   the positions t of a row's action tokens, in order (0-padded)
+    action_mask     float32 [B, A]   1 on the real entries of ``action_positions``
+
+A is the smallest of ``action_buckets`` that holds the batch's longest action (at most T): the
+train step projects only those A positions onto the vocabulary, not all T (actions are a few
+dozen tokens of states of hundreds).
 """
 
 from __future__ import annotations
@@ -113,14 +119,40 @@ def tokenize_records(
     return out, stats
 
 
+DEFAULT_ACTION_BUCKETS = (32, 64, 128, 256, 512)
+
+
+def action_length(longest_action: int, action_buckets: Sequence[int], length: int) -> int:
+    """A: the smallest action bucket >= ``longest_action``, capped at the batch length T."""
+    fitting = [b for b in sorted(action_buckets) if b >= longest_action]
+    return min(fitting[0], length) if fitting else length
+
+
+def action_arrays(loss_mask_bt: np.ndarray, a: int) -> tuple[np.ndarray, np.ndarray]:
+    """``action_positions`` int32 [B, A] and ``action_mask`` float32 [B, A] of a loss mask."""
+    b = loss_mask_bt.shape[0]
+    positions = np.zeros((b, a), np.int32)
+    mask = np.zeros((b, a), np.float32)
+    for i in range(b):
+        where = np.flatnonzero(loss_mask_bt[i] > 0)
+        if len(where) > a:
+            raise ValueError(f"row {i} has {len(where)} action tokens, more than the action length {a}")
+        positions[i, :len(where)] = where
+        mask[i, :len(where)] = 1.0
+    return positions, mask
+
+
 def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
-            length: int | None = None) -> dict[str, np.ndarray]:
+            length: int | None = None, action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
+            action_len: int | None = None) -> dict[str, np.ndarray]:
     """Right-padded batch arrays (see module docstring) at the smallest fitting bucket, or at
-    ``length`` (a bucket chosen for a larger batch that these rows belong to)."""
+    ``length`` and ``action_len`` (chosen for a larger batch that these rows belong to)."""
     lengths = [len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows]
     t = bucket(max(lengths), buckets=tuple(buckets)) if length is None else length
     if max(lengths) > t:
         raise ValueError(f"a row of {max(lengths)} tokens does not fit the batch length {t}")
+    if action_len is None:
+        action_len = action_length(max(len(r.target_ids) for r in rows), action_buckets, t)
     b = len(rows)
     input_ids = np.full((b, t), pad_id, np.int32)
     targets = np.full((b, t), pad_id, np.int32)
@@ -134,18 +166,21 @@ def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int
         attention[i, :n] = 1
         loss_mask[i, len(r.prompt_ids) - 1:n] = 1.0
     reward = np.asarray([r.reward for r in rows], np.float32)
+    positions, action_mask = action_arrays(loss_mask, action_len)
     return {"input_ids": input_ids, "targets": targets, "attention_mask": attention,
-            "loss_mask": loss_mask, "reward": reward}
+            "loss_mask": loss_mask, "reward": reward, "action_positions": positions, "action_mask": action_mask}
 
 
 def collate_process_rows(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
-                         process_index: int, process_count: int) -> dict[str, np.ndarray]:
-    """This process's contiguous block of a global batch, padded to the global batch's bucket,
+                         process_index: int, process_count: int,
+                         action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS) -> dict[str, np.ndarray]:
+    """This process's contiguous block of a global batch, padded to the global batch's buckets,
     so that every process contributes arrays of the same shape to the same global step."""
     n = len(rows) // process_count
     longest = max(len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows)
     t = bucket(longest, buckets=tuple(buckets))
-    return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t)
+    a = action_length(max(len(r.target_ids) for r in rows), action_buckets, t)
+    return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t, action_len=a)
 
 
 def make_dataset(
@@ -157,6 +192,7 @@ def make_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
 ) -> grain.MapDataset:
     """An endless, per-epoch reshuffled dataset of this process's batches.
 
@@ -182,7 +218,8 @@ def make_dataset(
         grain.MapDataset.source(list(examples)).shuffle(seed=seed)
         .repeat(None, reseed_each_epoch=True)
         .batch(global_batch, drop_remainder=True,
-               batch_fn=lambda rows: collate_process_rows(rows, buckets, pad_id, process_index, process_count))
+               batch_fn=lambda rows: collate_process_rows(rows, buckets, pad_id, process_index, process_count,
+                                                          action_buckets))
     )
 
 
@@ -222,10 +259,12 @@ def build_input(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
 ) -> tuple[BatchIterator, TokenizeStats]:
     """Reads, tokenises and batches a Stage 1 run directory."""
     records = read_step_records(run_dir)
     examples, stats = tokenize_records(tokenizer, records, max(buckets))
     ds = make_dataset(examples, batch_size=batch_size, buckets=buckets, pad_id=pad_token_id(tokenizer),
-                      seed=seed, process_index=process_index, process_count=process_count)
+                      seed=seed, process_index=process_index, process_count=process_count,
+                      action_buckets=action_buckets)
     return BatchIterator(ds), stats

@@ -15,7 +15,8 @@ from spark_jax.rl.optim import lr_schedule
 from spark_jax.rl.steps import BATCH_KEYS, make_train_step
 
 _BATCH_DTYPES = {"input_ids": jnp.int32, "targets": jnp.int32, "attention_mask": jnp.int32,
-                 "loss_mask": jnp.float32, "reward": jnp.float32}
+                 "loss_mask": jnp.float32, "reward": jnp.float32, "action_positions": jnp.int32,
+                 "action_mask": jnp.float32}
 
 
 def _with_sharding(tree, shardings):
@@ -38,8 +39,13 @@ def compiled_step_memory(cfg: TrainConfig, arch: LlamaConfig, seq: int) -> dict[
     frozen_sh = state_shardings(run.frozen, mesh)
     ref_sh = None if run.ref is None else state_shardings(run.ref, mesh)
     bsh = batch_sharding(mesh, (cfg.batch_size,))
-    batch = {k: jax.ShapeDtypeStruct((cfg.batch_size,) if k == "reward" else (cfg.batch_size, seq),
-                                     _BATCH_DTYPES[k], sharding=bsh) for k in BATCH_KEYS}
+    # the planner's worst case: the longest action bucket (at most seq) at every row
+    action = min(seq, max(cfg.action_buckets))
+
+    def shape(k):
+        return (cfg.batch_size,) if k == "reward" else (cfg.batch_size, action if k.startswith("action") else seq)
+
+    batch = {k: jax.ShapeDtypeStruct(shape(k), _BATCH_DTYPES[k], sharding=bsh) for k in BATCH_KEYS}
     total = cfg.steps * cfg.updates_per_step
     step = make_train_step(cfg, run.policy_graphdef, run.critic_graphdef, run.optimizer, lr_schedule(cfg.optim, total))
     jitted = jax.jit(step, in_shardings=(state_sh, frozen_sh, ref_sh, {k: bsh for k in BATCH_KEYS}),

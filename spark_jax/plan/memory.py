@@ -179,7 +179,7 @@ def _split(n: int, ways: int) -> float:
     return n / ways if ways > 1 and n % ways == 0 else float(n)
 
 
-def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, tensor: int = 1,
+def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, tensor: int = 1, action_len: int | None = None,
                      lora_rank: int = 0, critic: bool = False, compute_bytes: int = 4) -> float:
     """Activation memory of one micro-batch of ``rows`` x ``seq`` tokens on one device.
 
@@ -188,7 +188,8 @@ def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, ten
     q/k/v before and after RoPE, the attention output, o/gate/up/silu/product/down and the
     LoRA x @ A products, plus H * seq * (4 + a) for the float32 scores and the softmax
     probabilities. With remat only each layer's input (a * d) is kept and one layer is live
-    again during its backward. The loss adds LOGIT_BUFFERS float32 [seq, V] buffers per row;
+    again during its backward. The loss adds LOGIT_BUFFERS float32 [A, V] buffers per row (A =
+``action_len``, the projected action positions, at most seq; None: seq);
     the [seq, seq] boolean mask is shared by the layers. A critic runs a second backbone
     (its head is one unit, no vocabulary logits).
     """
@@ -201,7 +202,8 @@ def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, ten
     if critic:
         backbone *= 2
     tokens = rows * seq
-    return tokens * (backbone + LOGIT_BUFFERS * 4 * vocab) + rows * seq * seq
+    logit_rows = rows * (seq if action_len is None else min(action_len, seq))
+    return tokens * backbone + logit_rows * LOGIT_BUFFERS * 4 * vocab + rows * seq * seq
 
 
 def kv_cache_bytes(arch: LlamaConfig, rows: int, seq: int, *, tensor: int = 1, compute_bytes: int = 4) -> float:
@@ -269,12 +271,14 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
     }
     buckets = []
     for seq in cfg.seq_buckets:
-        kw = dict(tensor=tensor, lora_rank=cfg.lora.rank, critic=critic, compute_bytes=a)
+        kw = dict(tensor=tensor, lora_rank=cfg.lora.rank, critic=critic, compute_bytes=a,
+                  action_len=max(cfg.action_buckets))
         act_plain = activation_bytes(arch, rows_dev, seq, remat=False, **kw)
         act_remat = activation_bytes(arch, rows_dev, seq, remat=True, **kw)
         act = act_remat if cfg.remat else act_plain
-        # input_ids, targets, attention_mask, loss_mask + old/ref log-probs (+ advantages): 4 bytes each
-        batch = step_rows_dev * seq * 4 * 7
+        # input_ids, targets, attention_mask, loss_mask, action positions/mask/targets + old/ref
+        # log-probs (+ advantages): 4 bytes each, counted at seq (an upper bound for the action arrays)
+        batch = step_rows_dev * seq * 4 * 10
         total = sum(static.values()) + act + batch
         buckets.append(BucketPlan(seq, act, act_plain, act_remat, batch, total))
     n_train = sum(math.prod(shape) for _, shape, _ in leaves["trainable"])

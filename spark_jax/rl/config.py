@@ -78,7 +78,8 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 8
     grad_accum: int = 1
-    seq_buckets: tuple[int, ...] = (256, 512, 1024)
+    seq_buckets: tuple[int, ...] = (256, 512, 768, 1024)
+    action_buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
     full_finetune: bool = False
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -104,6 +105,9 @@ class TrainConfig:
         if not self.seq_buckets or any(b < 2 for b in self.seq_buckets):
             raise ValueError(f"seq_buckets must be a non-empty list of lengths >= 2, got {self.seq_buckets}")
         object.__setattr__(self, "seq_buckets", tuple(sorted(set(self.seq_buckets))))
+        if not self.action_buckets or any(b < 1 for b in self.action_buckets):
+            raise ValueError(f"action_buckets must be a non-empty list of lengths >= 1, got {self.action_buckets}")
+        object.__setattr__(self, "action_buckets", tuple(sorted(set(self.action_buckets))))
         if len(self.mesh_shape) != 3:
             raise ValueError(f"mesh_shape must be (data, fsdp, tensor), got {self.mesh_shape}")
         if self.full_finetune == (self.lora.rank > 0):

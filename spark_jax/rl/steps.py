@@ -9,6 +9,9 @@ the old log-probs (the policy as it is now, i.e. the snapshot at the start of th
 iteration), the reference log-probs (adapters off, or the frozen initial weights) and the
 advantages; then ``ppo_epochs`` optimizer updates each accumulate gradients over the
 micro-batches in a ``lax.scan``. Metrics are means over epochs and micro-batches.
+
+Log-probs, masks and losses live on the batch's ``action_positions`` ([B, A], see
+``spark_jax.data.pipeline``): only those rows of the hidden states are projected onto the vocabulary.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from spark_jax.model.llama import positions_from_mask
 from spark_jax.rl import ppo as ppo_lib
 from spark_jax.rl.adapters import adapters_off
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.critic import state_values
 from spark_jax.rl.sft import sft_loss
 
-BATCH_KEYS = ("input_ids", "targets", "attention_mask", "loss_mask", "reward")
+BATCH_KEYS = ("input_ids", "targets", "attention_mask", "loss_mask", "reward", "action_positions", "action_mask")
 
 
 def split_micro(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
@@ -59,9 +63,13 @@ def make_train_step(
     accum = cfg.grad_accum
 
     def policy_logits(params, frozen, mb):
+        """Logits [b, A, V] at the action positions only: the vocabulary projection and its
+        log-softmax (and their backward) cost A rows instead of T."""
         model = nnx.merge(policy_graphdef, params, frozen)
-        logits, _ = model(mb["input_ids"], None, mb["attention_mask"])
-        return logits
+        mask = mb["attention_mask"]
+        hidden, _ = model.hidden_states(mb["input_ids"], positions_from_mask(mask, mask.shape), mask)
+        picked = jnp.take_along_axis(hidden, mb["action_positions"][..., None], axis=1)
+        return model.project(picked)
 
     def critic_value(params, frozen, mb):
         model = nnx.merge(critic_graphdef, params, frozen)
@@ -69,26 +77,26 @@ def make_train_step(
 
     def prepare(params, frozen, ref, mb):
         ref_params = adapters_off(params["policy"]) if use_lora else ref
-        out = {"ref_logp": ppo_lib.token_logprobs(policy_logits(ref_params, frozen["policy"], mb), mb["targets"])}
+        out = {"ref_logp": ppo_lib.token_logprobs(policy_logits(ref_params, frozen["policy"], mb), mb["action_targets"])}
         if cfg.algo == "ppo":
             out["old_logp"] = ppo_lib.token_logprobs(
-                policy_logits(params["policy"], frozen["policy"], mb), mb["targets"])
+                policy_logits(params["policy"], frozen["policy"], mb), mb["action_targets"])
             if use_critic:
                 out["old_value"] = critic_value(params["critic"], frozen["critic"], mb)
         return out
 
     def loss_fn(params, frozen, mb):
         logits = policy_logits(params["policy"], frozen["policy"], mb)
-        mask = mb["loss_mask"]
+        mask = mb["action_mask"]
         if cfg.algo == "sft":
-            loss, m = sft_loss(logits, mb["targets"], mask)
+            loss, m = sft_loss(logits, mb["action_targets"], mask)
             sg_logits = jax.lax.stop_gradient(logits)
-            logp = ppo_lib.token_logprobs(sg_logits, mb["targets"])
+            logp = ppo_lib.token_logprobs(sg_logits, mb["action_targets"])
             m["entropy"] = ppo_lib.masked_mean(ppo_lib.token_entropy(sg_logits), mask)
             m["kl"] = ppo_lib.masked_mean(ppo_lib.kl_estimate(logp, mb["ref_logp"], pcfg.kl_estimator), mask)
             return loss, m
         loss, m = ppo_lib.ppo_loss_from_logits(
-            logits, mb["targets"], mb["old_logp"], mb["ref_logp"], mb["adv"], mask, pcfg)
+            logits, mb["action_targets"], mb["old_logp"], mb["ref_logp"], mb["adv"], mask, pcfg)
         if use_critic:
             vl = ppo_lib.value_loss(critic_value(params["critic"], frozen["critic"], mb), mb["reward"])
             loss = loss + pcfg.vf_coef * vl
@@ -104,6 +112,7 @@ def make_train_step(
 
     def step(state, frozen, ref, batch):
         batch = {k: batch[k] for k in BATCH_KEYS}
+        batch["action_targets"] = jnp.take_along_axis(batch["targets"], batch["action_positions"], axis=1)
         micro = split_micro(batch, accum)
         prep = jax.lax.map(lambda mb: prepare(state["params"], frozen, ref, mb), micro)
         flat_prep = merge_micro(prep)
@@ -137,7 +146,7 @@ def make_train_step(
             metrics["adv_std"] = prep["adv"].std()
         metrics["lr"] = schedule(state["step"] * epochs)
         metrics["reward_mean"] = batch["reward"].mean()
-        metrics["action_tokens"] = batch["loss_mask"].sum()
+        metrics["action_tokens"] = batch["action_mask"].sum()
         metrics["tokens"] = batch["attention_mask"].sum()
         rng, _ = jax.random.split(state["rng"])
         new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}

@@ -210,7 +210,7 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {pc} processes")
         self.data, self.data_stats = build_input(
             local_stage1_run(cfg.data), self.tokenizer, batch_size=cfg.batch_size // pc, buckets=cfg.seq_buckets,
-            seed=cfg.seed, process_index=pi, process_count=pc,
+            seed=cfg.seed, process_index=pi, process_count=pc, action_buckets=cfg.action_buckets,
         )
         self._batch_sharding = batch_sharding(mesh, (cfg.batch_size,))
         step_fn = make_train_step(cfg, self.policy_graphdef, self.critic_graphdef, self.optimizer, self.schedule)

@@ -104,3 +104,38 @@ def test_process_blocks_share_the_global_bucket_and_concatenate_to_the_global_ba
         for k in ref:
             np.testing.assert_array_equal(np.concatenate([b[k] for b in blocks]), ref[k], err_msg=k)
     assert len(lengths) > 1  # some global batches hold the long row, others do not
+
+
+def test_action_positions_list_the_loss_mask_in_order(chat_tokenizer):
+    tok = chat_tokenizer
+    rows = [pl.tokenize_record(tok, r, "<|im_end|>", 512) for r in synthetic_records(3)]
+    batch = pl.collate(rows, (64, 128, 256, 512), tok.pad_token_id, action_buckets=(4, 8, 16, 32, 64))
+    longest = max(len(r.target_ids) for r in rows)
+    a = batch["action_positions"].shape[1]
+    assert a == min(b for b in (4, 8, 16, 32, 64) if b >= longest)
+    for i in range(3):
+        where = np.flatnonzero(batch["loss_mask"][i])
+        k = int(batch["action_mask"][i].sum())
+        assert k == len(where) == len(rows[i].target_ids)
+        np.testing.assert_array_equal(batch["action_positions"][i, :k], where)
+        assert not batch["action_positions"][i, k:].any()
+        np.testing.assert_array_equal(batch["targets"][i, batch["action_positions"][i, :k]], rows[i].target_ids)
+
+
+def test_action_length_is_a_bucket_capped_at_the_batch_length():
+    assert pl.action_length(20, (32, 64), 512) == 32
+    assert pl.action_length(20, (32, 64), 24) == 24  # never longer than the sequence
+    assert pl.action_length(100, (32, 64), 512) == 512  # past the largest bucket: the whole row
+    with pytest.raises(ValueError, match="row 0 has 3 action tokens"):
+        pl.action_arrays(np.ones((1, 5), np.float32)[:, :3], 2)
+
+
+def test_processes_agree_on_the_action_length(chat_tokenizer):
+    tok = chat_tokenizer
+    rows = [pl.tokenize_record(tok, r, "<|im_end|>", 512) for r in synthetic_records(4)]
+    rows.sort(key=lambda r: len(r.target_ids))
+    parts = [pl.collate_process_rows(rows, (128, 256, 512), tok.pad_token_id, i, 2, action_buckets=(4, 8, 16, 32, 64))
+             for i in range(2)]
+    assert parts[0]["action_positions"].shape == parts[1]["action_positions"].shape
+    whole = pl.collate(rows, (128, 256, 512), tok.pad_token_id, action_buckets=(4, 8, 16, 32, 64))
+    assert parts[0]["action_positions"].shape[1] == whole["action_positions"].shape[1]
