@@ -43,11 +43,53 @@ def decode(
     cache = KVCache.empty(model.config, b, p + max_new_tokens)
     positions = positions_from_mask(mask_bp, (b, p))
     hidden, cache = model.hidden_states(input_ids_bp, positions, mask_bp, cache)
+    return _sample_loop(model, hidden[:, -1:, :], cache, positions[:, -1] + 1, limit, temperature, rng, eos_ids,
+                        max_new_tokens)
+
+
+def decode_with_prefix(
+    model: Llama,
+    prefix_ids_1c: jax.Array,
+    suffix_ids_bs: jax.Array,
+    suffix_mask_bs: jax.Array,
+    limit: jax.Array,
+    temperature: jax.Array,
+    rng: jax.Array,
+    eos_ids: jax.Array,
+    *,
+    max_new_tokens: int,
+) -> jax.Array:
+    """``decode`` for prompts that all start with the same C tokens: the prefix [1, C] is run once
+    and its keys/values are copied to every row, then the left-padded suffixes [B, S] follow.
+
+    Cache slots are [prefix | suffix padding | suffix | new tokens]; padding slots are invalid and
+    RoPE positions count real tokens only, so every row attends to exactly what ``decode`` gives it.
+    """
+    b, s = suffix_ids_bs.shape
+    c = prefix_ids_1c.shape[1]
+    slots = c + s + max_new_tokens
+    one = KVCache.empty(model.config, 1, slots)
+    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one)
+    cache = KVCache(
+        tuple(jnp.broadcast_to(k, (b,) + k.shape[1:]) for k in one.keys),
+        tuple(jnp.broadcast_to(v, (b,) + v.shape[1:]) for v in one.values),
+        jnp.broadcast_to(one.valid_bs, (b, slots)), one.index,
+    )
+    positions = c + positions_from_mask(suffix_mask_bs, (b, s))
+    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, cache)
+    return _sample_loop(model, hidden[:, -1:, :], cache, positions[:, -1] + 1, limit, temperature, rng, eos_ids,
+                        max_new_tokens)
+
+
+def _sample_loop(model: Llama, last_hidden_b1d, cache: KVCache, next_pos_b, limit, temperature, rng, eos_ids,
+                 max_new_tokens: int) -> jax.Array:
+    """Samples the first token from the prompt's last hidden state, then one token per step over
+    the cache in a ``lax.while_loop`` until ``limit`` tokens or EOS in every row."""
+    b = last_hidden_b1d.shape[0]
     rng, step_rng = jax.random.split(rng)
-    token = sample_next(model.project(hidden[:, -1:, :])[:, 0], temperature, step_rng)
+    token = sample_next(model.project(last_hidden_b1d)[:, 0], temperature, step_rng)
     out = jnp.full((b, max_new_tokens), UNFILLED, jnp.int32).at[:, 0].set(token)
     done = jnp.isin(token, eos_ids)
-    next_pos = positions[:, -1] + 1
 
     def cond(carry):
         i, _, _, _, done, _, _ = carry
@@ -64,9 +106,43 @@ def decode(
         done = done | jnp.isin(token, eos_ids)
         return i + 1, token, cache, out, done, pos + 1, rng
 
-    carry = (jnp.asarray(1, jnp.int32), token, cache, out, done, next_pos, rng)
+    carry = (jnp.asarray(1, jnp.int32), token, cache, out, done, next_pos_b, rng)
     _, _, _, out, _, _, _ = jax.lax.while_loop(cond, body, carry)
     return out
+
+
+def shared_prefix_length(prompts, *, minimum: int = 64) -> int:
+    """Host-side: how many leading tokens to run once for all ``prompts`` (0: not worth it).
+
+    The longest common prefix, rounded down to a length bucket (so calls with similar prefixes
+    share a compilation) and leaving every prompt at least one token of its own.
+    """
+    if len(prompts) < 2:
+        return 0
+    common = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = 0
+        limit = min(common, len(p))
+        while n < limit and p[n] == first[n]:
+            n += 1
+        common = n
+        if common < minimum:
+            return 0
+    size = 0
+    for candidate in _prefix_ladder(minimum):
+        if candidate > common:
+            break
+        size = candidate
+    return size
+
+
+def _prefix_ladder(minimum: int):
+    size = minimum
+    while True:
+        yield size
+        yield size * 3 // 2
+        size *= 2
 
 
 def trim_outputs(tokens_bn, eos_ids, limit: int) -> list[list[int]]:

@@ -59,6 +59,8 @@ class PretrainedModel:
 
     # Padded batch x (prompt + new tokens) per generate call; larger requests are split.
     max_batch_tokens = 16384
+    # Prompts of one batch that share >= this many leading tokens (a system prompt) run them once.
+    min_shared_prefix = 64
 
     def __init__(self, model: Llama, tokenizer: Any = None, mesh: Mesh | None = None):
         self.config: LlamaConfig = model.config
@@ -173,35 +175,52 @@ class PretrainedModel:
     def _generate_batch(self, prompts, max_new_tokens: int, nb: int, temperature: float, seed: int,
                         eos: tuple[int, ...]) -> list[list[int]]:
         b = len(prompts)
-        longest = max(len(p) for p in prompts)
+        shared = gen.shared_prefix_length(prompts, minimum=self.min_shared_prefix) if self.min_shared_prefix else 0
+        longest = max(len(p) for p in prompts) - shared
         bb, pb = bucket(b, minimum=1), length_bucket(longest)
-        if pb + nb > self.config.max_position_embeddings:
+        if shared + pb + nb > self.config.max_position_embeddings:
             log.warning("prompt + new tokens (%d) exceed max_position_embeddings (%d)",
-                        pb + nb, self.config.max_position_embeddings)
+                        shared + pb + nb, self.config.max_position_embeddings)
         ids = np.zeros((bb, pb), np.int32)
         mask = np.zeros((bb, pb), np.int32)
         for i, p in enumerate(prompts):  # left padding: every row's last token sits at slot pb - 1
-            ids[i, pb - len(p):] = p
-            mask[i, pb - len(p):] = 1
+            ids[i, pb - len(p) + shared:] = p[shared:]
+            mask[i, pb - len(p) + shared:] = 1
         mask[b:, -1] = 1  # batch-padding rows get one dummy token so no row is empty
         self._check_ids(ids)
         graphdef = self.graphdef
+        rep = replicated(self.mesh) if self.mesh is not None else None
+        scalars = (jnp.asarray(max_new_tokens, jnp.int32), jnp.asarray(temperature, jnp.float32),
+                   jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
+        if shared:
+            prefix = np.asarray(prompts[0][:shared], np.int32)[None, :]
+            self._check_ids(prefix)
 
-        def run(state, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
-            model = nnx.merge(graphdef, state)
-            return gen.decode(model, ids_bp, mask_bp, limit, temperature, rng, eos_ids, max_new_tokens=nb)
+            def run_prefix(state, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
+                model = nnx.merge(graphdef, state)
+                return gen.decode_with_prefix(model, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids,
+                                              max_new_tokens=nb)
 
-        fn = self._jit(
-            ("generate", bb, pb, nb, len(eos)), run,
-            lambda: (self._state_shardings(), batch_sharding(self.mesh, (bb, pb)),
-                     batch_sharding(self.mesh, (bb, pb)), replicated(self.mesh), replicated(self.mesh),
-                     replicated(self.mesh), replicated(self.mesh)),
-            lambda: batch_sharding(self.mesh, (bb, nb)),
-        )
-        out = fn(
-            self.state, self._put(ids), self._put(mask), jnp.asarray(max_new_tokens, jnp.int32),
-            jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32),
-        )
+            fn = self._jit(
+                ("generate_prefix", bb, shared, pb, nb, len(eos)), run_prefix,
+                lambda: (self._state_shardings(), rep, batch_sharding(self.mesh, (bb, pb)),
+                         batch_sharding(self.mesh, (bb, pb)), rep, rep, rep, rep),
+                lambda: batch_sharding(self.mesh, (bb, nb)),
+            )
+            prefix_arr = jnp.asarray(prefix) if self.mesh is None else jax.device_put(prefix, rep)
+            out = fn(self.state, prefix_arr, self._put(ids), self._put(mask), *scalars)
+        else:
+            def run(state, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
+                model = nnx.merge(graphdef, state)
+                return gen.decode(model, ids_bp, mask_bp, limit, temperature, rng, eos_ids, max_new_tokens=nb)
+
+            fn = self._jit(
+                ("generate", bb, pb, nb, len(eos)), run,
+                lambda: (self._state_shardings(), batch_sharding(self.mesh, (bb, pb)),
+                         batch_sharding(self.mesh, (bb, pb)), rep, rep, rep, rep),
+                lambda: batch_sharding(self.mesh, (bb, nb)),
+            )
+            out = fn(self.state, self._put(ids), self._put(mask), *scalars)
         return gen.trim_outputs(np.asarray(jax.device_get(out))[:b], eos, max_new_tokens)
 
     def _check_ids(self, ids: np.ndarray) -> None:

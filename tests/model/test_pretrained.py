@@ -86,3 +86,29 @@ def test_token_budget_splits_batches_without_changing_results(model):
         assert model.generate(prompts, 6, eos_token_ids=()) == together
     finally:
         model.max_batch_tokens = old
+
+
+def test_shared_prefix_is_run_once_with_the_same_results(model):
+    rng = np.random.default_rng(3)
+    system = [int(t) for t in rng.integers(1, 256, 100)]  # a "system prompt" every row starts with
+    prompts = [system + [int(t) for t in rng.integers(1, 256, n)] for n in (5, 30, 1)]
+    shared = model.generate(prompts, 12, eos_token_ids=())
+    keys = [k for k in model._compiled if k[0] == "generate_prefix"]
+    assert keys and keys[-1][2] == 96  # 100 common tokens -> the 96 bucket; each row keeps its own tail
+    old = model.min_shared_prefix
+    model.min_shared_prefix = 0  # the plain path: whole prompts, left-padded
+    try:
+        assert model.generate(prompts, 12, eos_token_ids=()) == shared
+        assert shared[2] == model.generate([prompts[2]], 12, eos_token_ids=())[0]
+    finally:
+        model.min_shared_prefix = old
+
+
+def test_shared_prefix_length_rounds_down_and_keeps_a_tail():
+    from spark_jax.model.generate import shared_prefix_length
+
+    base = list(range(300))
+    assert shared_prefix_length([base, base]) == 256  # identical prompts keep >= 1 own token: 299 -> 256
+    assert shared_prefix_length([base + [1], base[:70] + [5, 6]]) == 64
+    assert shared_prefix_length([base, [9] + base]) == 0
+    assert shared_prefix_length([base]) == 0  # one prompt: nothing to share
