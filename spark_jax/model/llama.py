@@ -20,9 +20,11 @@ QUERY_CHUNK = 512  # queries per attention block in long forward passes
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values [B, K, S, E] (heads-major), slot validity [B, S] and the next
-    write slot (scalar). Heads-major makes both attention products plain batched matmuls over
-    (B, K) with no transpose of the cache per decode step (2x faster decode on XLA:CPU at 1k slots)."""
+    """Per-layer keys [B, K, E, S] and values [B, K, S, E] (heads-major), slot validity [B, S]
+    and the next write slot (scalar). Heads-major makes both attention products plain batched
+    matmuls over (B, K) with no transpose of the cache per decode step; keys with the slots
+    minor make q.k a row-times-matrix product over contiguous slots (4x faster than over
+    [S, E] rows on XLA:CPU for a decode step at 576 slots)."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -31,10 +33,11 @@ class KVCache(NamedTuple):
 
     @classmethod
     def empty(cls, config: LlamaConfig, batch: int, slots: int) -> "KVCache":
-        shape = (batch, config.num_kv_heads, slots, config.head_dim)
+        k_shape = (batch, config.num_kv_heads, config.head_dim, slots)
+        v_shape = (batch, config.num_kv_heads, slots, config.head_dim)
         dtype = jnp.dtype(config.dtype)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+        return cls(tuple(jnp.zeros(k_shape, dtype) for _ in range(config.num_layers)),
+                   tuple(jnp.zeros(v_shape, dtype) for _ in range(config.num_layers)),
                    jnp.zeros((batch, slots), jnp.bool_), jnp.zeros((), jnp.int32))
 
 
@@ -76,12 +79,12 @@ class Attention(nnx.Module):
         v = self.v_proj(x_btd).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         q = rope.apply_rope(q, cos_bte, sin_bte)
         k = rope.apply_rope(k, cos_bte, sin_bte)
-        # Heads-major from here on: q [B, K, G, T, E], k/v [B, K, S, E].
+        # Heads-major from here on: q [B, K, G, T, E], k [B, K, E, S], v [B, K, S, E].
         q = q.reshape(b, t, cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim).transpose(0, 2, 3, 1, 4)
-        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
         if kv is not None:
             cache_k, cache_v = kv
-            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, index, 0))
+            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, index))
             v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             kv = (k, v)
         if t > QUERY_CHUNK and t % QUERY_CHUNK == 0:
@@ -98,13 +101,13 @@ class Attention(nnx.Module):
         return self.o_proj(out), kv
 
 
-def _attend(q_bkgte, k_bkse, v_bkse, mask_bts, head_dim: int) -> jax.Array:
-    """Softmax attention of grouped queries [B, K, G, T, E] over keys/values [B, K, S, E];
-    scores and softmax in float32. The G query heads sharing a key head are folded into the
-    matmul's rows, so each product is one batched matmul over (B, K)."""
+def _attend(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int) -> jax.Array:
+    """Softmax attention of grouped queries [B, K, G, T, E] over keys [B, K, E, S] and values
+    [B, K, S, E]; scores and softmax in float32. The G query heads sharing a key head are folded
+    into the matmul's rows, so each product is one batched matmul over (B, K)."""
     b, k_heads, g, t, e = q_bkgte.shape
     q = q_bkgte.reshape(b, k_heads, g * t, e)
-    scores = jnp.einsum("bkme,bkse->bkms", q, k_bkse, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("bkme,bkes->bkms", q, k_bkes, preferred_element_type=jnp.float32)
     scores = scores.reshape(b, k_heads, g, t, -1) * (head_dim ** -0.5)
     scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_bkse.dtype).reshape(b, k_heads, g * t, -1)
