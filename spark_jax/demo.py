@@ -36,7 +36,7 @@ class DemoConfig:
     # SmolLM2-135M as a local judge scores about 2.5-4.5 where GPT-4o spreads 0-10, so the paper's
     # 6.0 would leave nothing viable and every rule would act greedily (see README).
     threshold: float = 5.0  # SmolLM2-135M judging with the compact prompt scores ~4.1-5.8 (see README)
-    train_steps: int = 6  # optimizer steps for SFT and for PPO each
+    train_steps: int = 4  # optimizer steps for SFT and for PPO each
     batch_size: int = 2
     lora_rank: int = 8
     eval_steps: int = 1  # policy actions before the forced answer
