@@ -54,6 +54,10 @@ def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
     return p
 
 
+# (graphdef, mesh, bucket key) -> jitted function; graphdefs compare by structure, not weights.
+_SHARED_JIT: dict[tuple, Callable] = {}
+
+
 class PretrainedModel:
     """A loaded causal LM: ``.config``, ``.tokenizer``, ``.logits()``, ``.generate()``."""
 
@@ -79,11 +83,17 @@ class PretrainedModel:
     def _jit(self, key: tuple, fn: Callable, in_specs: Callable | None, out_spec: Callable | None):
         compiled = self._compiled.get(key)
         if compiled is None:
-            log.info("compiling %s for shape bucket %s", key[0], key[1:])
-            if self.mesh is None:
-                compiled = jax.jit(fn)
-            else:
-                compiled = jax.jit(fn, in_shardings=in_specs(), out_shardings=out_spec())
+            # Models with the same structure (the base and its merged SFT / PPO policies) share one
+            # jitted function per bucket, so an evaluation of three systems compiles each shape once.
+            shared_key = (self.graphdef, self.mesh, key)
+            compiled = _SHARED_JIT.get(shared_key)
+            if compiled is None:
+                log.info("compiling %s for shape bucket %s", key[0], key[1:])
+                if self.mesh is None:
+                    compiled = jax.jit(fn)
+                else:
+                    compiled = jax.jit(fn, in_shardings=in_specs(), out_shardings=out_spec())
+                _SHARED_JIT[shared_key] = compiled
             self._compiled[key] = compiled
         return compiled
 

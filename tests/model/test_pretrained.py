@@ -112,3 +112,16 @@ def test_shared_prefix_length_rounds_down_and_keeps_a_tail():
     assert shared_prefix_length([base + [1], base[:70] + [5, 6]]) == 64
     assert shared_prefix_length([base, [9] + base]) == 0
     assert shared_prefix_length([base]) == 0  # one prompt: nothing to share
+
+
+def test_models_of_the_same_structure_share_compiled_functions(tiny_hf):
+    a = spark_jax.load_pretrained(tiny_hf[0])
+    b = spark_jax.load_pretrained(tiny_hf[0])
+    b.state = __import__("jax").tree.map(lambda x: x * 1.01, b.state)  # other weights, same structure
+    out_a = a.generate([[1, 2, 3]], 4, eos_token_ids=())
+    out_b = b.generate([[1, 2, 3]], 4, eos_token_ids=())
+    key = next(k for k in a._compiled if k[0] == "generate")
+    assert a._compiled[key] is b._compiled[key]
+    assert out_b == b.generate([[1, 2, 3]], 4, eos_token_ids=())  # b runs with its own weights
+    np.testing.assert_raises(AssertionError, np.testing.assert_array_equal,
+                             a.logits(np.array([[1, 2, 3]], np.int32)), b.logits(np.array([[1, 2, 3]], np.int32)))

@@ -125,3 +125,17 @@ def test_targets_that_match_nothing_or_the_head_are_errors(tiny_model_dir):
         apply_lora(base, LoraConfig(rank=2, target_modules="nothing_here"))
     with pytest.raises(ValueError, match="lm_head"):
         apply_lora(base, LoraConfig(rank=2, target_modules=".*(q_proj|lm_head)"))
+
+
+def test_merged_policy_has_the_base_structure():
+    """Evaluation shares compiled functions between the base and merged policies by graphdef."""
+    from flax import nnx
+
+    from spark_jax.model.config import tiny
+    from spark_jax.model.llama import Llama
+    from spark_jax.rl.adapters import LoraConfig, apply_lora
+    from spark_jax.rl.export import merged_model
+
+    base_graphdef = nnx.split(Llama(tiny(), rngs=nnx.Rngs(0)))[0]
+    lora = apply_lora(Llama(tiny(), rngs=nnx.Rngs(0)), LoraConfig(rank=4, alpha=8.0))
+    assert nnx.split(merged_model(lora, LoraConfig(rank=4, alpha=8.0)))[0] == base_graphdef
