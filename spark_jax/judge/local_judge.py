@@ -182,9 +182,7 @@ class LocalJudge:
             cache = KVCache.empty(cfg, 1, p + s)
             _, cache = m.hidden_states(prefix_ids_1p, positions_from_mask(prefix_mask_1p, prefix_ids_1p.shape),
                                        prefix_mask_1p, cache)
-            widen = lambda x: jnp.broadcast_to(x, (b,) + x.shape[1:])  # noqa: E731
-            cache = KVCache(tuple(map(widen, cache.keys)), tuple(map(widen, cache.values)),
-                            widen(cache.valid_bs), cache.index)
+            cache = cache.broadcast(b)
             n_prefix = jnp.sum(prefix_mask_1p).astype(jnp.int32)
             positions_bs = n_prefix + jnp.maximum(jnp.cumsum(suffix_mask_bs, axis=-1) - 1, 0).astype(jnp.int32)
             hidden_bsd, _ = m.hidden_states(suffix_ids_bs, positions_bs, suffix_mask_bs, cache)

@@ -70,11 +70,7 @@ def decode_with_prefix(
     slots = c + s + max_new_tokens
     one = KVCache.empty(model.config, 1, slots)
     _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one)
-    cache = KVCache(
-        tuple(jnp.broadcast_to(k, (b,) + k.shape[1:]) for k in one.keys),
-        tuple(jnp.broadcast_to(v, (b,) + v.shape[1:]) for v in one.values),
-        jnp.broadcast_to(one.valid_bs, (b, slots)), one.index,
-    )
+    cache = one.broadcast(b)
     positions = c + positions_from_mask(suffix_mask_bs, (b, s))
     hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, cache)
     return _sample_loop(model, hidden[:, -1:, :], cache, positions[:, -1] + 1, limit, temperature, rng, eos_ids,

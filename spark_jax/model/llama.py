@@ -40,6 +40,11 @@ class KVCache(NamedTuple):
                    tuple(jnp.zeros(v_shape, dtype) for _ in range(config.num_layers)),
                    jnp.zeros((batch, slots), jnp.bool_), jnp.zeros((), jnp.int32))
 
+    def broadcast(self, batch: int) -> "KVCache":
+        """A one-row cache (a shared prefix) repeated to ``batch`` rows."""
+        widen = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
+        return KVCache(tuple(map(widen, self.keys)), tuple(map(widen, self.values)), widen(self.valid_bs), self.index)
+
 
 def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(
