@@ -5,7 +5,9 @@ whose module path matches ``target_modules``, ``x @ A @ B * alpha / rank`` with
 ``A = kernel_lora_a [in, r]`` (he-uniform) and ``B = kernel_lora_b [r, out]`` (zeros), both
 ``nnx.LoRAParam``. With ``qlora`` the matched base kernels are stored as NF4 (4-bit
 NormalFloat, absmax scales per ``qlora_tile_size`` input rows) and dequantised on the fly.
-Only LoRAParams are trained; base weights (``nnx.Param``) get no optimizer state.
+Only LoRAParams are trained; base weights (``nnx.Param``) get no optimizer state. The
+update of plain projections goes through ``lora_kernel.lora_delta`` (a backward without
+transposed copies of the activations' gradients).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from spark_jax.model.checkpoint_hf import abstract_model, hf_name
 from spark_jax.model.llama import Llama
 from spark_jax.model.safetensors_io import write_safetensors
 from spark_jax.model.sharding import path_str
+from spark_jax.rl.lora_kernel import LoraProvider
 
 DEFAULT_TARGETS = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
@@ -77,7 +80,7 @@ def apply_lora(model: Llama, cfg: LoraConfig, *, seed: int = 0) -> Llama:
             f"lora.target_modules {cfg.target_modules!r} matches lm_head/embed_tokens: adapters are "
             "supported on the decoder's projections only"
         )
-    provider = qwix.LoraProvider(**kwargs)
+    provider = LoraProvider(**kwargs)
     sample = jnp.zeros((1, 8), jnp.int32)
     if isinstance(model, Llama):
         # Intercept hidden_states, not __call__: __call__ and generate.py's prefill both go
