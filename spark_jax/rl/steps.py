@@ -5,10 +5,12 @@ State pytree: ``{"params", "opt_state", "step", "rng"}`` where ``params`` is
 LoRA, or the whole reference policy under full fine-tuning) come in as separate arguments.
 
 One call = one batch: the batch is cut into ``grad_accum`` micro-batches; a first pass computes
-the old log-probs (the policy as it is now, i.e. the snapshot at the start of this PPO
-iteration), the reference log-probs (adapters off, or the frozen initial weights) and the
-advantages; then ``ppo_epochs`` optimizer updates each accumulate gradients over the
-micro-batches in a ``lax.scan``. Metrics are means over epochs and micro-batches.
+the reference log-probs (adapters off, or the frozen initial weights) and the advantages; then
+``ppo_epochs`` optimizer updates each accumulate gradients over the micro-batches in a
+``lax.scan``. The old log-probs (the policy snapshot at the start of this PPO iteration) are
+the first update's own forward pass, held without gradient: its parameters are the snapshot,
+so a separate forward pass for them would compute the same numbers (the first update sees
+ratio 1 exactly). Metrics are means over epochs and micro-batches.
 
 Log-probs, masks and losses live on the batch's ``action_positions`` ([B, A], see
 ``spark_jax.data.pipeline``): only those rows of the hidden states are projected onto the vocabulary.
@@ -78,31 +80,32 @@ def make_train_step(
     def prepare(params, frozen, ref, mb):
         ref_params = adapters_off(params["policy"]) if use_lora else ref
         out = {"ref_logp": ppo_lib.token_logprobs(policy_logits(ref_params, frozen["policy"], mb), mb["action_targets"])}
-        if cfg.algo == "ppo":
-            out["old_logp"] = ppo_lib.token_logprobs(
-                policy_logits(params["policy"], frozen["policy"], mb), mb["action_targets"])
-            if use_critic:
-                out["old_value"] = critic_value(params["critic"], frozen["critic"], mb)
+        if use_critic:
+            out["old_value"] = critic_value(params["critic"], frozen["critic"], mb)
         return out
 
-    def loss_fn(params, frozen, mb):
+    def loss_fn(params, frozen, mb, old_logp, first_update):
+        """(loss, (metrics, log-probs [b, A] without gradient)); ``old_logp`` is ignored in the
+        first update, whose own log-probs are the snapshot's."""
         logits = policy_logits(params["policy"], frozen["policy"], mb)
         mask = mb["action_mask"]
+        logp = ppo_lib.token_logprobs(logits, mb["action_targets"])
+        sg_logp = jax.lax.stop_gradient(logp)
         if cfg.algo == "sft":
             loss, m = sft_loss(logits, mb["action_targets"], mask)
             sg_logits = jax.lax.stop_gradient(logits)
-            logp = ppo_lib.token_logprobs(sg_logits, mb["action_targets"])
             m["entropy"] = ppo_lib.masked_mean(ppo_lib.token_entropy(sg_logits), mask)
-            m["kl"] = ppo_lib.masked_mean(ppo_lib.kl_estimate(logp, mb["ref_logp"], pcfg.kl_estimator), mask)
-            return loss, m
+            m["kl"] = ppo_lib.masked_mean(ppo_lib.kl_estimate(sg_logp, mb["ref_logp"], pcfg.kl_estimator), mask)
+            return loss, (m, sg_logp)
+        old_logp = jnp.where(first_update, sg_logp, old_logp)
         loss, m = ppo_lib.ppo_loss_from_logits(
-            logits, mb["action_targets"], mb["old_logp"], mb["ref_logp"], mb["adv"], mask, pcfg)
+            logits, mb["action_targets"], old_logp, mb["ref_logp"], mb["adv"], mask, pcfg)
         if use_critic:
             vl = ppo_lib.value_loss(critic_value(params["critic"], frozen["critic"], mb), mb["reward"])
             loss = loss + pcfg.vf_coef * vl
             m["value_loss"] = vl
             m["loss"] = loss
-        return loss, m
+        return loss, (m, sg_logp)
 
     def advantages(batch, prep):
         r = batch["reward"]
@@ -121,25 +124,30 @@ def make_train_step(
         micro = {**micro, **prep}
         epochs = cfg.updates_per_step
 
-        def one_update(carry, _):
-            params, opt_state = carry
+        def one_update(carry, epoch):
+            params, opt_state, old_logp = carry
+            first_update = epoch == 0
 
-            def one_micro(gsum, mb):
-                (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, mb)
-                return jax.tree.map(jnp.add, gsum, g), m
+            def one_micro(gsum, xs):
+                mb, mb_old = xs
+                (_, (m, logp)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                    params, frozen, mb, mb_old, first_update)
+                return jax.tree.map(jnp.add, gsum, g), (m, logp)
 
             zeros = jax.tree.map(jnp.zeros_like, params)
-            gsum, ms = jax.lax.scan(one_micro, zeros, micro)
+            gsum, (ms, logp) = jax.lax.scan(one_micro, zeros, (micro, old_logp))
             grads = jax.tree.map(lambda g: g / accum, gsum)
             grad_norm = optax.global_norm(grads)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             ms = jax.tree.map(lambda x: x.mean(0), ms)
             ms["grad_norm"] = grad_norm
-            return (params, opt_state), ms
+            old_logp = jnp.where(first_update, logp, old_logp)  # the snapshot, for later updates
+            return (params, opt_state, old_logp), ms
 
-        (params, opt_state), ms = jax.lax.scan(
-            one_update, (state["params"], state["opt_state"]), None, length=epochs)
+        no_old_logp = jnp.zeros(micro["action_mask"].shape, jnp.float32)
+        (params, opt_state, _), ms = jax.lax.scan(
+            one_update, (state["params"], state["opt_state"], no_old_logp), jnp.arange(epochs))
         metrics = jax.tree.map(lambda x: x.mean(0), ms)
         if cfg.algo == "ppo":
             metrics["clip_frac_last_epoch"] = ms["clip_frac"][-1]

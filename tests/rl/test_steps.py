@@ -61,3 +61,39 @@ def test_action_position_losses_equal_full_logit_losses(algo, tiny_model_dir, st
         assert float(metrics["action_tokens"]) == float(mask.sum())
     finally:
         t.close()
+
+
+def test_ppo_epochs_keep_the_snapshot_log_probs(tiny_model_dir, stage1_run, tmp_path):
+    """Two PPO updates on one batch: the second update's ratio is against the log-probs of the
+    parameters at the start of the step (taken from the first update's forward pass), as in a
+    reference loop that computes them in a separate pass."""
+    t = _trainer(tiny_model_dir, stage1_run, tmp_path / "ppo2", "algo=ppo", "ppo.ppo_epochs=2",
+                 "optim.warmup_steps=0", "optim.lr=0.05")
+    try:
+        batch = next(t.data)
+        params = jax.tree_util.tree_map_with_path(
+            lambda p, x: x + 0.02 if path_str(p).endswith("kernel_lora_b") else x, t.state["params"])
+        t.state = {**t.state, "params": params}
+        targets, mask = jnp.asarray(batch["targets"]), jnp.asarray(batch["loss_mask"])
+        ref_logp = ppo_lib.token_logprobs(_full_logits(t, adapters_off(params["policy"]), batch), targets)
+        old_logp = ppo_lib.token_logprobs(_full_logits(t, params["policy"], batch), targets)
+        adv = ppo_lib.advantages_from_rewards(jnp.asarray(batch["reward"]), True, t.cfg.ppo.adv_eps)
+
+        def loss(p):
+            logits = _full_logits(t, p["policy"], batch)
+            return ppo_lib.ppo_loss_from_logits(logits, targets, old_logp, ref_logp, adv, mask, t.cfg.ppo)
+
+        want, opt_state, clip = params, t.state["opt_state"], []
+        for _ in range(2):
+            (_, m), grads = jax.value_and_grad(loss, has_aux=True)(want)
+            updates, opt_state = t.optimizer.update(grads, opt_state, want)
+            want = jax.tree.map(jnp.add, want, updates)
+            clip.append(float(m["clip_frac"]))
+        new_state, metrics = t._step(t.state, t.frozen, t.ref, t._put_batch(batch))
+        assert clip[1] > 0  # the second update is off-policy enough to clip: the test can tell
+        np.testing.assert_allclose(float(metrics["clip_frac_last_epoch"]), clip[1], atol=1e-6)
+        for got, exp in zip(jax.tree.leaves(new_state["params"]), jax.tree.leaves(want)):
+            # Adam steps are ~lr = 0.05 per element; 5e-5 absorbs float32 noise on near-zero grads.
+            np.testing.assert_allclose(np.asarray(got), np.asarray(exp), rtol=1e-4, atol=5e-5)
+    finally:
+        t.close()
