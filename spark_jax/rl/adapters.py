@@ -88,16 +88,46 @@ def apply_lora(model: Llama, cfg: LoraConfig, *, seed: int = 0) -> Llama:
         method, inputs = "hidden_states", (sample, jnp.zeros((1, 8), jnp.int32))
     else:  # e.g. the critic, whose __call__ runs the backbone
         method, inputs = "__call__", (sample,)
-    # qwix creates the adapters (and NF4 codes) by running the model once; under nnx.jit that
-    # is one compiled program instead of hundreds of eagerly dispatched ops (2-3x faster here).
-    lora_model = nnx.jit(lambda m: qwix.apply_lora_to_model(
-        m, provider, *inputs, methods=(method,), rngs=nnx.Rngs(seed)))(model)
+    if cfg.qlora:
+        # qwix converts the bases to NF4 and creates the adapters by running the model once;
+        # under nnx.jit that is one compiled program instead of hundreds of eager ops.
+        lora_model = nnx.jit(lambda m: qwix.apply_lora_to_model(
+            m, provider, *inputs, methods=(method,), rngs=nnx.Rngs(seed)))(model)
+    else:
+        # Plain LoRA: qwix only installs its interception (no model run) and the adapters are
+        # created here. qwix's run took 45-80 s on SmolLM2-135M (trace + compile; each adapter
+        # creation reads a tracer's .sharding, whose error message walks the whole trace so far).
+        lora_model = qwix.apply_lora_to_model(model, provider, *inputs, methods=(method,),
+                                              rngs=nnx.Rngs(seed), skip_nnx_init=True)
+        _create_adapters(lora_model, cfg, seed)
     if not nnx.state(lora_model, nnx.LoRAParam):
         raise ValueError(
             f"lora.target_modules {cfg.target_modules!r} matched no projection; module paths look "
             "like 'layers/0/self_attn/q_proj'"
         )
     return lora_model
+
+
+def _create_adapters(model: nnx.Module, cfg: LoraConfig, seed: int) -> None:
+    """Adds qwix's adapters to every ``nnx.Linear`` whose path fully matches ``target_modules``:
+    ``kernel_lora_a`` [in, r] (he-uniform, as qwix) and ``kernel_lora_b`` [r, out] (zeros), both
+    ``nnx.LoRAParam`` in the kernel's dtype, sharded like the kernel's rows / columns."""
+    key = jax.random.key(seed)
+    for path, module in model.iter_modules():
+        if not isinstance(module, nnx.Linear) or not re.fullmatch(cfg.target_modules, "/".join(map(str, path))):
+            continue
+        kernel = module.kernel[...]
+        d_in, d_out = kernel.shape
+        key, sub = jax.random.split(key)
+        a = jax.nn.initializers.he_uniform()(sub, (d_in, cfg.rank), kernel.dtype)
+        b = jnp.zeros((cfg.rank, d_out), kernel.dtype)
+        sharding = getattr(kernel, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            spec = tuple(sharding.spec) + (None,) * (2 - len(sharding.spec))
+            a = jax.device_put(a, sharding.update(spec=jax.sharding.PartitionSpec(spec[0], None)))
+            b = jax.device_put(b, sharding.update(spec=jax.sharding.PartitionSpec(None, spec[1])))
+        module.kernel_lora_a = nnx.LoRAParam(a)
+        module.kernel_lora_b = nnx.LoRAParam(b)
 
 
 def trainable_filter(cfg: LoraConfig):

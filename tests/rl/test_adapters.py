@@ -9,6 +9,7 @@ from flax import nnx
 
 from spark_jax.model.checkpoint_hf import load_hf_directory
 from spark_jax.model.pretrained import PretrainedModel
+from spark_jax.model.sharding import path_str
 from spark_jax.rl.adapters import LoraConfig, apply_lora, export_peft, lora_modules, merged_model, trainable_filter
 
 TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
@@ -139,3 +140,30 @@ def test_merged_policy_has_the_base_structure():
     base_graphdef = nnx.split(Llama(tiny(), rngs=nnx.Rngs(0)))[0]
     lora = apply_lora(Llama(tiny(), rngs=nnx.Rngs(0)), LoraConfig(rank=4, alpha=8.0))
     assert nnx.split(merged_model(lora, LoraConfig(rank=4, alpha=8.0)))[0] == base_graphdef
+
+
+def test_adapters_created_without_a_model_run_match_qwix():
+    """Plain LoRA creates its adapters directly (qwix's creating run took 45-80 s on SmolLM2);
+    they must be what qwix's own run creates: same modules, names, shapes, dtypes and kind."""
+    import qwix
+
+    from spark_jax.model.config import tiny
+    from spark_jax.model.llama import Llama
+
+    base = Llama(tiny(), rngs=nnx.Rngs(0))
+    ours = apply_lora(base, LCFG)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    stock = nnx.jit(lambda m: qwix.apply_lora_to_model(
+        m, qwix.LoraProvider(module_path=LCFG.target_modules, rank=4, alpha=8.0), ids, ids,
+        methods=("hidden_states",), rngs=nnx.Rngs(0)))(base)
+    got, want = nnx.state(ours, nnx.LoRAParam), nnx.state(stock, nnx.LoRAParam)
+    describe = lambda st: {path_str(p): (v.shape, v.dtype) for p, v in jax.tree_util.tree_leaves_with_path(st)}  # noqa: E731
+    assert describe(got) == describe(want) and len(describe(got)) == 2 * len(TARGETS) * tiny().num_layers
+    for path, mod in lora_modules(ours).items():
+        assert isinstance(mod.kernel_lora_a, nnx.LoRAParam) and isinstance(mod.kernel_lora_b, nnx.LoRAParam)
+        assert not np.any(np.asarray(mod.kernel_lora_b[...]))  # B = 0: the adapted model starts as the base
+        a = np.asarray(mod.kernel_lora_a[...])
+        bound = np.sqrt(6.0 / a.shape[0])  # he-uniform
+        assert np.abs(a).max() <= bound and a.std() > 0.3 * bound, path
+    ids = jnp.asarray(_ids(tiny().vocab_size))
+    np.testing.assert_allclose(_our_logits(ours, ids), _our_logits(base, ids), rtol=1e-6, atol=1e-6)
