@@ -134,7 +134,7 @@ def test_hostile_battery(name, secret_env):
     elapsed = time.perf_counter() - start
     assert not r.ok, (name, r.output[:300])
     assert r.error
-    assert elapsed < TIMEOUT + 3.0, f"{name} took {elapsed:.1f}s"
+    assert elapsed < TIMEOUT + 5.0, f"{name} took {elapsed:.1f}s"
     assert secret_env not in r.output + r.error
     leftovers = _snapshot() - before
     assert not [p for p in leftovers if "pwned" in p or OWN_WORKDIRS in p], leftovers

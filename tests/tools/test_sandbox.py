@@ -136,4 +136,5 @@ def test_closing_its_pipes_does_not_stretch_the_time_limit():
     start = time.perf_counter()
     outcome = _run("import os\nos.close(1)\nos.close(2)\nwhile True:\n    pass", timeout=1.0)
     assert outcome.timed_out and not outcome.ok
-    assert time.perf_counter() - start < 1.0 + 2.0
+    # The margin covers interpreter start-up on a loaded two-core CI machine.
+    assert time.perf_counter() - start < 1.0 + 4.0

@@ -52,4 +52,4 @@ def test_explosive_requests_end_at_the_time_limit(request_):
     start = time.perf_counter()
     r = run_tool("sympy", request_, timeout_s=2)
     assert not r.ok
-    assert time.perf_counter() - start < 2 + 3.0
+    assert time.perf_counter() - start < 2 + 5.0
