@@ -4,7 +4,9 @@ Both sides use the same float32 SmolLM2-135M-Instruct weights (the embedded mode
 reads the safetensors copy spark-jax makes of the GGUF, since the GGUF-loaded torch object is
 ~4x slower). Prefill: batch x length random tokens, full logits. Decode: batch prompts of
 `--prompt-len` tokens, exactly `--new-tokens` greedy tokens (EOS ignored on both sides).
-Prints one JSON line with tokens/s for each side and the ratios (spark-jax / PyTorch).
+The two sides are timed alternately, call by call, and each figure is the median over the
+repeats. Prints one JSON line with tokens/s for each side, the ratios (spark-jax / PyTorch)
+and their spread over the back-to-back pairs.
 
     python benchmarks/model_throughput.py [--model embedded] [--repeats 5]
 """
@@ -22,14 +24,27 @@ import torch
 from flax import nnx
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation on the JAX side)
-    times = []
+def _interleaved_times(jax_fn, torch_fn, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per call of each side, alternating jax, torch, jax, torch, ...
+
+    Alternating puts both sides under the same machine conditions: on this shared 2-core
+    CPU the speed drifts by up to 1.5x within minutes, and timing one side after the other
+    moved the ratio with it.
+    """
+    jax_fn(), torch_fn()  # warm-up (compilation on the JAX side)
+    jax_times, torch_times = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, times in ((jax_fn, jax_times), (torch_fn, torch_times)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return jax_times, torch_times
+
+
+def _ratio_spread(jax_times: list[float], torch_times: list[float]) -> list[float]:
+    """Min and max over the repeats of torch time / jax time, each pair timed back to back."""
+    ratios = [t / j for j, t in zip(jax_times, torch_times)]
+    return [round(min(ratios), 3), round(max(ratios), 3)]
 
 
 def main() -> None:
@@ -39,7 +54,7 @@ def main() -> None:
     ap.add_argument("--prefill-len", type=int, default=256)
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     args = ap.parse_args()
 
@@ -68,18 +83,18 @@ def main() -> None:
         return logits
 
     ids_dev = jax.numpy.asarray(ids)
-    jax_prefill = _median_time(lambda: forward(ours.state, ids_dev).block_until_ready(), args.repeats)
     ids_t = torch.as_tensor(ids, dtype=torch.long)
 
     def torch_prefill_once():
         with torch.inference_mode():
             ref(ids_t).logits
 
-    torch_prefill = _median_time(torch_prefill_once, args.repeats)
+    prefill_times = _interleaved_times(lambda: forward(ours.state, ids_dev).block_until_ready(),
+                                       torch_prefill_once, args.repeats)
+    jax_prefill, torch_prefill = map(statistics.median, prefill_times)
 
     prompts = [list(map(int, rng.integers(100, vocab, args.prompt_len))) for _ in range(b)]
     n = args.new_tokens
-    jax_decode = _median_time(lambda: ours.generate(prompts, n, eos_token_ids=()), args.repeats)
     prompt_t = torch.as_tensor(prompts, dtype=torch.long)
 
     def torch_generate_once():
@@ -90,7 +105,9 @@ def main() -> None:
             )
         assert out.shape[1] == args.prompt_len + n
 
-    torch_decode = _median_time(torch_generate_once, args.repeats)
+    decode_times = _interleaved_times(lambda: ours.generate(prompts, n, eos_token_ids=()), torch_generate_once,
+                                      args.repeats)
+    jax_decode, torch_decode = map(statistics.median, decode_times)
     prefill_tokens, decode_tokens = b * t, b * n
     print(json.dumps({
         "bench": "model_throughput",
@@ -101,9 +118,12 @@ def main() -> None:
         "jax_prefill_tok_s": round(prefill_tokens / jax_prefill, 1),
         "torch_prefill_tok_s": round(prefill_tokens / torch_prefill, 1),
         "prefill_ratio": round(torch_prefill / jax_prefill, 3),
+        "prefill_ratio_min_max": _ratio_spread(*prefill_times),
         "jax_decode_tok_s": round(decode_tokens / jax_decode, 1),
         "torch_generate_tok_s": round(decode_tokens / torch_decode, 1),
         "decode_ratio": round(torch_decode / jax_decode, 3),
+        "decode_ratio_min_max": _ratio_spread(*decode_times),
+        "repeats": args.repeats,
     }))
 
 
