@@ -275,9 +275,8 @@ class Worker:
             if until_ready and b"\n" in self._out:
                 return "ready"
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "timeout"
-            for key, _ in sel.select(timeout=min(remaining, 0.5)):
+            events = sel.select(timeout=max(0.0, min(remaining, 0.5)))
+            for key, _ in events:
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -286,6 +285,10 @@ class Worker:
                 buf += chunk
                 if not until_ready and len(self._out) + len(self._err) > cap:
                     return "limit"
+            if remaining <= 0:
+                # Past the deadline the pipes are still read once: a warm worker that has been
+                # idle longer than the setup allowance has its READY line waiting there.
+                return "ready" if until_ready and b"\n" in self._out else "timeout"
         if until_ready and b"\n" in self._out:
             return "ready"
         return "eof"

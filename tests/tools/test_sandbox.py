@@ -138,3 +138,22 @@ def test_closing_its_pipes_does_not_stretch_the_time_limit():
     assert outcome.timed_out and not outcome.ok
     # The margin covers interpreter start-up on a loaded two-core CI machine.
     assert time.perf_counter() - start < 1.0 + 4.0
+
+
+def test_a_warm_worker_idle_past_the_setup_allowance_still_runs(monkeypatch):
+    """A prefork worker is ready long before it is used; CI once failed a python call because
+    its READY line sat unread in the pipe past the setup deadline ("exited during setup")."""
+    import time
+
+    from spark_jax.tools import sandbox
+
+    monkeypatch.setattr(sandbox, "_SETUP_TIMEOUT_S", 1.0)
+    pool = sandbox.SandboxPool(SandboxSettings(), prefork=True)
+    try:
+        assert pool.take().run("print(1)", 5.0).ok  # leaves a warm worker behind
+        time.sleep(2.0)
+        outcome = pool.take().run("print(6 * 7)", 5.0)
+        assert outcome.ok, outcome.setup_error
+        assert outcome.stdout.strip() == "42"
+    finally:
+        pool.close()
