@@ -207,7 +207,9 @@ def gguf_to_hf_directory(path: pathlib.Path, out_dir: pathlib.Path) -> pathlib.P
         )
         if gguf_model.config.model_type != "llama":
             raise CheckpointError(f"{path}: model_type {gguf_model.config.model_type!r} is not a Llama")
-        with torch.device("meta"):  # no random initialisation: every weight is assigned below
+        # No random initialisation: every saved tensor is assigned below. (Non-persistent
+        # buffers such as RoPE's inv_freq stay on "meta"; this copy is only saved, never run.)
+        with torch.device("meta"):
             fresh = LlamaForCausalLM(gguf_model.config)
         fresh.load_state_dict(gguf_model.state_dict(), assign=True)
         fresh.tie_weights()
