@@ -16,35 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import numpy as np
 import torch
 from flax import nnx
 
-
-def _interleaved_times(jax_fn, torch_fn, repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds per call of each side, alternating jax, torch, jax, torch, ...
-
-    Alternating puts both sides under the same machine conditions: on this shared 2-core
-    CPU the speed drifts by up to 1.5x within minutes, and timing one side after the other
-    moved the ratio with it.
-    """
-    jax_fn(), torch_fn()  # warm-up (compilation on the JAX side)
-    jax_times, torch_times = [], []
-    for _ in range(repeats):
-        for fn, times in ((jax_fn, jax_times), (torch_fn, torch_times)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return jax_times, torch_times
-
-
-def _ratio_spread(jax_times: list[float], torch_times: list[float]) -> list[float]:
-    """Min and max over the repeats of torch time / jax time, each pair timed back to back."""
-    ratios = [t / j for j, t in zip(jax_times, torch_times)]
-    return [round(min(ratios), 3), round(max(ratios), 3)]
+from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 
 
 def main() -> None:
@@ -89,7 +67,7 @@ def main() -> None:
         with torch.inference_mode():
             ref(ids_t).logits
 
-    prefill_times = _interleaved_times(lambda: forward(ours.state, ids_dev).block_until_ready(),
+    prefill_times = interleaved_times(lambda: forward(ours.state, ids_dev).block_until_ready(),
                                        torch_prefill_once, args.repeats)
     jax_prefill, torch_prefill = map(statistics.median, prefill_times)
 
@@ -105,7 +83,7 @@ def main() -> None:
             )
         assert out.shape[1] == args.prompt_len + n
 
-    decode_times = _interleaved_times(lambda: ours.generate(prompts, n, eos_token_ids=()), torch_generate_once,
+    decode_times = interleaved_times(lambda: ours.generate(prompts, n, eos_token_ids=()), torch_generate_once,
                                       args.repeats)
     jax_decode, torch_decode = map(statistics.median, decode_times)
     prefill_tokens, decode_tokens = b * t, b * n
@@ -118,11 +96,11 @@ def main() -> None:
         "jax_prefill_tok_s": round(prefill_tokens / jax_prefill, 1),
         "torch_prefill_tok_s": round(prefill_tokens / torch_prefill, 1),
         "prefill_ratio": round(torch_prefill / jax_prefill, 3),
-        "prefill_ratio_min_max": _ratio_spread(*prefill_times),
+        "prefill_ratio_min_max": ratio_spread(*prefill_times),
         "jax_decode_tok_s": round(decode_tokens / jax_decode, 1),
         "torch_generate_tok_s": round(decode_tokens / torch_decode, 1),
         "decode_ratio": round(torch_decode / jax_decode, 3),
-        "decode_ratio_min_max": _ratio_spread(*decode_times),
+        "decode_ratio_min_max": ratio_spread(*decode_times),
         "repeats": args.repeats,
     }))
 

@@ -5,7 +5,8 @@ backward into rank-r adapters on all seven projections, one AdamW update. Prints
 line with tokens/s of each, their ratio and a model-FLOPs-utilisation estimate:
 MFU = 6 * N * tokens / step_time / peak, N = the base model's parameters (the usual
 "model FLOPs"; LoRA skips the base weights' gradients, so the hardware does ~4N of the 6N),
-peak = an fp32 2048^3 matmul measured in this run with jax.
+peak = an fp32 2048^3 matmul measured in this run with jax. The two steps are timed
+alternately (ours, PyTorch, ours, ...), so both see the same machine conditions.
 
     PYTHONPATH=. python benchmarks/train_step.py [--batch 2] [--seq 128] [--steps 2] [--rank 16]
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from statistics import median
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 from spark_jax.model.checkpoint_hf import gguf_cache_dir
 from spark_jax.model.pretrained import embedded_model_path, load_pretrained
 from spark_jax.rl.adapters import LoraConfig, apply_lora
@@ -50,7 +53,8 @@ def batch(vocab: int, b: int, t: int, seed: int = 0):
     return ids, targets, mask
 
 
-def jax_steps(args, ids, targets, mask):
+def jax_step(args, ids, targets, mask):
+    """(run one step, last loss, first-call seconds, base parameters) of our jitted step."""
     pm = load_pretrained("embedded", dtype="float32")
     model = apply_lora(pm.module, LoraConfig(rank=args.rank, alpha=2.0 * args.rank,
                                              target_modules=r".*(" + "|".join(TARGETS) + r")$"))
@@ -69,20 +73,20 @@ def jax_steps(args, ids, targets, mask):
 
     step = jax.jit(step, donate_argnums=(0, 1))
     ids, targets, mask = map(jnp.asarray, (ids, targets, mask))
+    carry = {"lora": lora, "opt_state": opt_state, "loss": None}
+
+    def one_step():
+        carry["lora"], carry["opt_state"], loss = step(carry["lora"], carry["opt_state"], frozen, ids, targets, mask)
+        carry["loss"] = float(loss)  # waits for the step
+
     t0 = time.perf_counter()
-    lora, opt_state, loss = step(lora, opt_state, frozen, ids, targets, mask)
-    loss.block_until_ready()
+    one_step()
     compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        lora, opt_state, loss = step(lora, opt_state, frozen, ids, targets, mask)
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return min(times), float(np.median(times)), compile_s, float(loss), pm.config.num_params()
+    return one_step, lambda: carry["loss"], compile_s, pm.config.num_params()
 
 
-def torch_steps(args, ids, targets, mask):
+def torch_step(args, ids, targets, mask):
+    """(run one step, last loss, threads) of the eager PyTorch + peft step."""
     import torch
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
@@ -95,6 +99,8 @@ def torch_steps(args, ids, targets, mask):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids_t, tgt_t, mask_t = torch.tensor(ids).long(), torch.tensor(targets).long(), torch.tensor(mask)
 
+    last = {"loss": None}
+
     def step():
         logits = model(input_ids=ids_t).logits
         logp = torch.log_softmax(logits.float(), -1).gather(-1, tgt_t[..., None])[..., 0]
@@ -102,15 +108,9 @@ def torch_steps(args, ids, targets, mask):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss.item()
+        last["loss"] = loss.item()
 
-    step()  # warm-up
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    return min(times), float(np.median(times)), loss, torch.get_num_threads()
+    return step, lambda: last["loss"], torch.get_num_threads()
 
 
 def main() -> None:
@@ -123,8 +123,11 @@ def main() -> None:
     ids, targets, mask = batch(49152, args.batch, args.seq)
     tokens = args.batch * args.seq
     peak = measured_peak_flops()
-    j_best, j_med, compile_s, j_loss, n_params = jax_steps(args, ids, targets, mask)
-    t_best, t_med, t_loss, threads = torch_steps(args, ids, targets, mask)
+    jax_fn, jax_loss, compile_s, n_params = jax_step(args, ids, targets, mask)
+    torch_fn, torch_loss, threads = torch_step(args, ids, targets, mask)
+    jax_times, torch_times = interleaved_times(jax_fn, torch_fn, args.steps)
+    j_best, j_med, t_best, t_med = min(jax_times), median(jax_times), min(torch_times), median(torch_times)
+    j_loss, t_loss = jax_loss(), torch_loss()
     flops = 6 * n_params * tokens
     print(json.dumps({
         "benchmark": "train_step_lora_smollm2_135m", "device": jax.devices()[0].device_kind,
@@ -133,6 +136,7 @@ def main() -> None:
         "jax_tokens_per_s": tokens / j_med, "jax_best_tokens_per_s": tokens / j_best,
         "torch_peft_tokens_per_s": tokens / t_med, "torch_best_tokens_per_s": tokens / t_best,
         "ratio_jax_over_torch": t_med / j_med, "ratio_best": t_best / j_best,
+        "ratio_min_max": ratio_spread(jax_times, torch_times),
         "jax_compile_s": compile_s, "loss_jax": j_loss, "loss_torch": t_loss,
         "model_params": n_params, "flops_per_step_6N": flops,
         "measured_peak_fp32_gflops": peak / 1e9, "mfu_jax": flops / j_med / peak, "mfu_torch": flops / t_med / peak,
