@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from spark_jax.model.llama import KVCache, Llama, positions_from_mask
+from spark_jax.model.llama import KVCache, Llama, positions_from_mask, with_decode_layout
 
 UNFILLED = -1  # token value of output slots never written (after EOS or past the limit)
 
@@ -23,64 +25,72 @@ def sample_next(logits_bv: jax.Array, temperature: jax.Array, rng: jax.Array) ->
     return jax.lax.cond(temperature > 0, draw, greedy, None)
 
 
-def decode(
-    model: Llama,
-    input_ids_bp: jax.Array,
-    mask_bp: jax.Array,
-    limit: jax.Array,
-    temperature: jax.Array,
-    rng: jax.Array,
-    eos_ids: jax.Array,
-    *,
-    max_new_tokens: int,
-) -> jax.Array:
+class Prefilled(NamedTuple):
+    """A prompt batch run through the model: last hidden state [B, 1, D], the cache, and each
+    row's next RoPE position [B]."""
+
+    last_hidden: jax.Array
+    cache: KVCache
+    next_pos: jax.Array
+
+
+def prefill(model: Llama, input_ids_bp: jax.Array, mask_bp: jax.Array, *, max_new_tokens: int) -> Prefilled:
+    """Left-padded prompts [B, P] into a cache with room for ``max_new_tokens`` more."""
+    b, p = input_ids_bp.shape
+    cache = KVCache.empty(model.config, b, p + max_new_tokens)
+    positions = positions_from_mask(mask_bp, (b, p))
+    hidden, cache = model.hidden_states(input_ids_bp, positions, mask_bp, cache)
+    return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
+
+
+def prefill_with_prefix(model: Llama, prefix_ids_1c: jax.Array, suffix_ids_bs: jax.Array, suffix_mask_bs: jax.Array,
+                        *, max_new_tokens: int) -> Prefilled:
+    """``prefill`` for prompts that all start with the same C tokens: the prefix [1, C] is run once
+    and its keys/values are copied to every row, then the left-padded suffixes [B, S] follow.
+
+    Cache slots are [prefix | suffix padding | suffix | new tokens]; padding slots are invalid and
+    RoPE positions count real tokens only, so every row attends to exactly what ``prefill`` gives it.
+    """
+    b, s = suffix_ids_bs.shape
+    c = prefix_ids_1c.shape[1]
+    one = KVCache.empty(model.config, 1, c + s + max_new_tokens)
+    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one)
+    positions = c + positions_from_mask(suffix_mask_bs, (b, s))
+    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, one.broadcast(b))
+    return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
+
+
+def decode(model: Llama, input_ids_bp, mask_bp, limit, temperature, rng, eos_ids, *, max_new_tokens: int,
+           weight_blocks: int = 0) -> jax.Array:
     """New tokens [B, max_new_tokens] for left-padded prompts [B, P]; UNFILLED after EOS/limit.
 
     ``limit`` (traced, <= max_new_tokens) is how many tokens to make, so a shape bucket serves
     every smaller request without recompiling. The loop ends early once every row hit EOS.
     """
-    b, p = input_ids_bp.shape
-    cache = KVCache.empty(model.config, b, p + max_new_tokens)
-    positions = positions_from_mask(mask_bp, (b, p))
-    hidden, cache = model.hidden_states(input_ids_bp, positions, mask_bp, cache)
-    return _sample_loop(model, hidden[:, -1:, :], cache, positions[:, -1] + 1, limit, temperature, rng, eos_ids,
-                        max_new_tokens)
+    state = prefill(model, input_ids_bp, mask_bp, max_new_tokens=max_new_tokens)
+    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens,
+                       weight_blocks=weight_blocks)
 
 
-def decode_with_prefix(
-    model: Llama,
-    prefix_ids_1c: jax.Array,
-    suffix_ids_bs: jax.Array,
-    suffix_mask_bs: jax.Array,
-    limit: jax.Array,
-    temperature: jax.Array,
-    rng: jax.Array,
-    eos_ids: jax.Array,
-    *,
-    max_new_tokens: int,
-) -> jax.Array:
-    """``decode`` for prompts that all start with the same C tokens: the prefix [1, C] is run once
-    and its keys/values are copied to every row, then the left-padded suffixes [B, S] follow.
-
-    Cache slots are [prefix | suffix padding | suffix | new tokens]; padding slots are invalid and
-    RoPE positions count real tokens only, so every row attends to exactly what ``decode`` gives it.
-    """
-    b, s = suffix_ids_bs.shape
-    c = prefix_ids_1c.shape[1]
-    slots = c + s + max_new_tokens
-    one = KVCache.empty(model.config, 1, slots)
-    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one)
-    cache = one.broadcast(b)
-    positions = c + positions_from_mask(suffix_mask_bs, (b, s))
-    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, cache)
-    return _sample_loop(model, hidden[:, -1:, :], cache, positions[:, -1] + 1, limit, temperature, rng, eos_ids,
-                        max_new_tokens)
+def decode_with_prefix(model: Llama, prefix_ids_1c, suffix_ids_bs, suffix_mask_bs, limit, temperature, rng, eos_ids,
+                       *, max_new_tokens: int, weight_blocks: int = 0) -> jax.Array:
+    """``decode`` for prompts sharing a prefix [1, C] (see ``prefill_with_prefix``)."""
+    state = prefill_with_prefix(model, prefix_ids_1c, suffix_ids_bs, suffix_mask_bs, max_new_tokens=max_new_tokens)
+    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens,
+                       weight_blocks=weight_blocks)
 
 
-def _sample_loop(model: Llama, last_hidden_b1d, cache: KVCache, next_pos_b, limit, temperature, rng, eos_ids,
-                 max_new_tokens: int) -> jax.Array:
+def sample_loop(model: Llama, state: Prefilled, limit, temperature, rng, eos_ids, *, max_new_tokens: int,
+                weight_blocks: int = 0, return_cache: bool = False):
     """Samples the first token from the prompt's last hidden state, then one token per step over
-    the cache in a ``lax.while_loop`` until ``limit`` tokens or EOS in every row."""
+    the cache in a ``lax.while_loop`` until ``limit`` tokens or EOS in every row.
+
+    ``weight_blocks`` > 0 runs the loop on ``with_decode_layout(model, weight_blocks)`` (CPU).
+    Returns the tokens, and the final cache too with ``return_cache``.
+    """
+    last_hidden_b1d, cache, next_pos_b = state
+    if weight_blocks:
+        model = with_decode_layout(model, weight_blocks)
     b = last_hidden_b1d.shape[0]
     rng, step_rng = jax.random.split(rng)
     token = sample_next(model.project(last_hidden_b1d)[:, 0], temperature, step_rng)
@@ -103,8 +113,8 @@ def _sample_loop(model: Llama, last_hidden_b1d, cache: KVCache, next_pos_b, limi
         return i + 1, token, cache, out, done, pos + 1, rng
 
     carry = (jnp.asarray(1, jnp.int32), token, cache, out, done, next_pos_b, rng)
-    _, _, _, out, _, _, _ = jax.lax.while_loop(cond, body, carry)
-    return out
+    _, _, cache, out, _, _, _ = jax.lax.while_loop(cond, body, carry)
+    return (out, cache) if return_cache else out
 
 
 def shared_prefix_length(prompts, *, minimum: int = 64) -> int:

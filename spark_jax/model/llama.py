@@ -229,6 +229,58 @@ class Llama(nnx.Module):
         return self.project(hidden), cache
 
 
+class RowSplitLinear(nnx.Module):
+    """A bias-free linear map whose weight is held as ``len(parts)`` row blocks of the
+    transposed kernel, each [N_i, D_in]; for products with a few token rows (decode steps).
+
+    XLA:CPU (YNNPACK) runs a few-row product on one thread, as one pass over the weight, and at
+    about twice the memory bandwidth when the weight is the left operand. Independent blocks
+    run on different threads, so a step streams its weights from memory on every core (SmolLM2,
+    30 layers, 8 rows, 2 cores: 43 ms against 68 ms for x @ kernel with Eigen).
+    """
+
+    def __init__(self, parts: tuple[jax.Array, ...]):
+        self.parts = nnx.data(tuple(parts))
+
+    @classmethod
+    def from_kernel(cls, kernel_io: jax.Array, parts: int) -> "RowSplitLinear":
+        """From a kernel [D_in, N]."""
+        return cls(_row_blocks(kernel_io.T, parts))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x [..., D_in] -> [..., N] in the weight's dtype."""
+        x = x.astype(self.parts[0].dtype)
+        out = jnp.concatenate([jnp.einsum("...d,nd->n...", x, w) for w in self.parts], axis=0)
+        return jnp.moveaxis(out, 0, -1)
+
+
+def _row_blocks(weight_nd: jax.Array, parts: int) -> tuple[jax.Array, ...]:
+    n = weight_nd.shape[0]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return tuple(weight_nd[lo:hi] for lo, hi in zip(bounds, bounds[1:]) if hi > lo)
+
+
+def with_decode_layout(model: Llama, parts: int) -> Llama:
+    """A copy of ``model`` whose projections (and LM head) are ``RowSplitLinear`` blocks, for
+    the token-by-token loop on CPU. Inside a jit the blocks are built once per call, before the
+    loop: one pass over the weights, repaid after a step or two. Same function, new layout."""
+    graphdef, state = nnx.split(model)
+    copy = nnx.merge(graphdef, state)
+    dtype = jnp.dtype(model.config.dtype)
+    for layer in copy.layers:
+        for owner, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                             (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for name in names:
+                kernel = getattr(owner, name).kernel[...].astype(dtype)
+                setattr(owner, name, RowSplitLinear.from_kernel(kernel, parts))
+    if copy.lm_head is None:
+        table = copy.embed_tokens.embedding[...].astype(dtype)
+        copy.lm_head = nnx.data(RowSplitLinear(_row_blocks(table, parts)))  # the tied table is [V, D] already
+    else:
+        copy.lm_head = RowSplitLinear.from_kernel(copy.lm_head.kernel[...].astype(dtype), parts)
+    return copy
+
+
 def positions_from_mask(attention_mask_bt, shape) -> jax.Array:
     """RoPE positions [B, T]: 0 at each sequence's first real token (left padding safe)."""
     if attention_mask_bt is None:

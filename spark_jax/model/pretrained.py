@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import pathlib
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,7 @@ from jax.sharding import Mesh
 
 from spark_jax.model import checkpoint_hf, generate as gen
 from spark_jax.model.config import LlamaConfig
-from spark_jax.model.llama import Llama
+from spark_jax.model.llama import Llama, positions_from_mask
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from spark_jax.shapes import bucket, length_bucket
 
@@ -58,15 +59,31 @@ def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
 _SHARED_JIT: dict[tuple, Callable] = {}
 
 
+# On CPU, products with many token rows (prompt prefill: hidden states with or without a cache)
+# compile their dots with Eigen, which runs each on all cores; YNNPACK is better for the LM head
+# over many rows and for the decode loop's row-split weights (``with_decode_layout``), whose
+# blocks YNNPACK runs one per core. SmolLM2 on 2 cores, 8 x 256 prefill: hidden states 4.7 s
+# Eigen / 5.5 s YNNPACK; layers of a decode step with 8 rows: 68 ms Eigen, 43 ms row-split.
+_EIGEN_DOTS_KINDS = ("hidden", "prefill", "prefill_prefix", "generate", "generate_prefix")
+
+
 def _compiler_options(kind: str) -> dict[str, str] | None:
-    """XLA options per entry point. On CPU, generation compiles its dots with Eigen instead of
-    YNNPACK: a decode step multiplies a few rows by every weight matrix, which YNNPACK runs on
-    one thread and Eigen on all of them (SmolLM2, batch 8 x 64 new tokens on 2 cores: 59 ->
-    80 tokens/s). Wide products (prefill logits, training) stay with YNNPACK, faster there
-    (8 x 256 prefill: 357 tokens/s against 288 with Eigen)."""
-    if kind.startswith("generate") and jax.default_backend() == "cpu":
+    """XLA options per entry point (see ``_EIGEN_DOTS_KINDS``)."""
+    if kind in _EIGEN_DOTS_KINDS and jax.default_backend() == "cpu":
         return {"xla_cpu_experimental_ynn_fusion_type": ""}
     return None
+
+
+def default_decode_weight_blocks(mesh: Mesh | None) -> int:
+    """Row blocks per weight for the decode loop: one per core on an unsharded CPU model, 0
+    (plain layout) elsewhere: accelerators pick their own layouts, and meshes shard the weights."""
+    if mesh is not None or jax.default_backend() != "cpu":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
 
 
 class PretrainedModel:
@@ -83,6 +100,9 @@ class PretrainedModel:
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
         self._compiled: dict[tuple, Callable] = {}
+        # > 0: the decode loop runs on weights split into this many row blocks (CPU, no mesh);
+        # prefill and the loop then compile separately, each with its best dot backend.
+        self.decode_weight_blocks = default_decode_weight_blocks(mesh)
 
     @property
     def module(self) -> Llama:
@@ -91,7 +111,8 @@ class PretrainedModel:
 
     # ---- compilation cache --------------------------------------------------------------
 
-    def _jit(self, key: tuple, fn: Callable, in_specs: Callable | None, out_spec: Callable | None):
+    def _jit(self, key: tuple, fn: Callable, in_specs: Callable | None, out_spec: Callable | None,
+             donate_argnums: tuple[int, ...] = ()):
         compiled = self._compiled.get(key)
         if compiled is None:
             # Models with the same structure (the base and its merged SFT / PPO policies) share one
@@ -102,10 +123,10 @@ class PretrainedModel:
                 log.info("compiling %s for shape bucket %s", key[0], key[1:])
                 options = _compiler_options(key[0])
                 if self.mesh is None:
-                    compiled = jax.jit(fn, compiler_options=options)
+                    compiled = jax.jit(fn, compiler_options=options, donate_argnums=donate_argnums)
                 else:
                     compiled = jax.jit(fn, in_shardings=in_specs(), out_shardings=out_spec(),
-                                       compiler_options=options)
+                                       compiler_options=options, donate_argnums=donate_argnums)
                 _SHARED_JIT[shared_key] = compiled
             self._compiled[key] = compiled
         return compiled
@@ -136,7 +157,28 @@ class PretrainedModel:
         ids_p[:b, :t] = ids
         mask_p[:b, :t] = mask
 
+        out = self.logits_device(self._put(ids_p), self._put(mask_p))
+        return np.array(jax.device_get(out)[:b, :t])  # a writable host copy
+
+    def logits_device(self, ids_bt: jax.Array, mask_bt: jax.Array) -> jax.Array:
+        """``logits`` on device arrays of a bucketed shape [B, T]: float32 [B, T, V], no host copy.
+
+        On an unsharded CPU model the hidden states and the LM head are two executables, so each
+        gets its best dot backend (``_compiler_options``); the hidden states stay on the device.
+        """
+        bb, tb = ids_bt.shape
         graphdef = self.graphdef
+        if self.mesh is None and jax.default_backend() == "cpu":
+            def hidden(state, ids_bt, mask_bt):
+                model = nnx.merge(graphdef, state)
+                return model.hidden_states(ids_bt, positions_from_mask(mask_bt, ids_bt.shape), mask_bt)[0]
+
+            def head(state, hidden_btd):
+                return nnx.merge(graphdef, state).project(hidden_btd)
+
+            hidden_fn = self._jit(("hidden", bb, tb), hidden, None, None)
+            head_fn = self._jit(("head", bb, tb), head, None, None)
+            return head_fn(self.state, hidden_fn(self.state, ids_bt, mask_bt))
 
         def forward(state, ids_bt, mask_bt):
             logits, _ = nnx.merge(graphdef, state)(ids_bt, None, mask_bt)
@@ -148,8 +190,7 @@ class PretrainedModel:
                      batch_sharding(self.mesh, (bb, tb))),
             lambda: batch_sharding(self.mesh, (bb, tb, self.config.vocab_size)),
         )
-        out = fn(self.state, self._put(ids_p), self._put(mask_p))
-        return np.array(jax.device_get(out)[:b, :t])  # a writable host copy
+        return fn(self.state, ids_bt, mask_bt)
 
     # ---- generation -----------------------------------------------------------------------
 
@@ -215,10 +256,13 @@ class PretrainedModel:
         rep = replicated(self.mesh) if self.mesh is not None else None
         scalars = (jnp.asarray(max_new_tokens, jnp.int32), jnp.asarray(temperature, jnp.float32),
                    jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
+        prefix = None
         if shared:
             prefix = np.asarray(prompts[0][:shared], np.int32)[None, :]
             self._check_ids(prefix)
-
+        if self.decode_weight_blocks:
+            out = self._prefill_then_loop(prefix, ids, mask, scalars, nb)
+        elif prefix is not None:
             def run_prefix(state, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
                 model = nnx.merge(graphdef, state)
                 return gen.decode_with_prefix(model, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids,
@@ -245,6 +289,36 @@ class PretrainedModel:
             )
             out = fn(self.state, self._put(ids), self._put(mask), *scalars)
         return gen.trim_outputs(np.asarray(jax.device_get(out))[:b], eos, max_new_tokens)
+
+    def _prefill_then_loop(self, prefix: np.ndarray | None, ids: np.ndarray, mask: np.ndarray, scalars: tuple,
+                           nb: int) -> jax.Array:
+        """Unsharded CPU generation as two executables: the prompt prefill (Eigen dots) and the
+        token loop on row-split weights (``decode_weight_blocks``); the cache stays on the device
+        and is donated to the loop."""
+        graphdef, blocks = self.graphdef, self.decode_weight_blocks
+        (bb, pb), shared = ids.shape, 0 if prefix is None else prefix.shape[1]
+        if prefix is None:
+            def run_prefill(state, ids_bp, mask_bp):
+                return gen.prefill(nnx.merge(graphdef, state), ids_bp, mask_bp, max_new_tokens=nb)
+
+            prefilled = self._jit(("prefill", bb, pb, nb), run_prefill, None, None)(self.state, ids, mask)
+        else:
+            def run_prefill(state, prefix_1c, ids_bp, mask_bp):
+                return gen.prefill_with_prefix(nnx.merge(graphdef, state), prefix_1c, ids_bp, mask_bp,
+                                               max_new_tokens=nb)
+
+            prefilled = self._jit(("prefill_prefix", bb, shared, pb, nb), run_prefill, None, None)(
+                self.state, prefix, ids, mask)
+
+        def run_loop(state, cache, last_hidden, next_pos, limit, temperature, rng, eos_ids):
+            prefilled = gen.Prefilled(last_hidden, cache, next_pos)
+            out, cache = gen.sample_loop(nnx.merge(graphdef, state), prefilled, limit, temperature, rng, eos_ids,
+                                         max_new_tokens=nb, weight_blocks=blocks, return_cache=True)
+            return out, cache  # returned so the donated prefill cache is updated in place
+
+        loop = self._jit(("decode_loop", bb, shared + pb + nb, nb, len(scalars[3]), blocks), run_loop, None, None,
+                         donate_argnums=(1,))
+        return loop(self.state, prefilled.cache, prefilled.last_hidden, prefilled.next_pos, *scalars)[0]
 
     def _check_ids(self, ids: np.ndarray) -> None:
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):

@@ -10,7 +10,7 @@ from flax import nnx
 
 from spark_jax.model.config import tiny
 from spark_jax.model.factory import abstract_model, init_model
-from spark_jax.model.llama import KVCache, Llama
+from spark_jax.model.llama import KVCache, Llama, RowSplitLinear, with_decode_layout
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,26 @@ def test_tied_embeddings_have_no_lm_head():
     assert m.lm_head is None
     logits, _ = run(m, _ids(1, 4))
     assert logits.shape == (1, 4, 256)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_decode_layout_gives_the_same_decode_step(model, tied, blocks):
+    """``with_decode_layout`` (row-split, transposed weights for the CPU decode loop) changes
+    the layout only: a cached decode step gives the same logits and cache (float32, 1e-5)."""
+    m = model
+    if tied:
+        m = init_model(tiny(tie_word_embeddings=True))
+        graphdef, state = nnx.split(m)
+        m = nnx.merge(graphdef, jax.tree_util.tree_map(lambda x: x * 5.0 if x.ndim == 2 else x, state))
+    ids = _ids(3, 9)
+    _, cache = run(m, ids[:, :8], jnp.broadcast_to(jnp.arange(8), (3, 8)), None, KVCache.empty(m.config, 3, 12))
+    step = (ids[:, 8:], jnp.full((3, 1), 8), None, cache)
+    want, want_cache = run(m, *step)
+    split = with_decode_layout(m, blocks)
+    assert isinstance(split.layers[0].mlp.down_proj, RowSplitLinear)
+    assert len(split.layers[0].mlp.gate_proj.parts) == blocks
+    got, got_cache = run(split, *step)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(got_cache.keys[1]), np.asarray(want_cache.keys[1]), atol=1e-5, rtol=0)
+    assert isinstance(m.layers[0].mlp.down_proj, nnx.Linear)  # the original model is untouched

@@ -93,7 +93,7 @@ def test_shared_prefix_is_run_once_with_the_same_results(model):
     system = [int(t) for t in rng.integers(1, 256, 100)]  # a "system prompt" every row starts with
     prompts = [system + [int(t) for t in rng.integers(1, 256, n)] for n in (5, 30, 1)]
     shared = model.generate(prompts, 12, eos_token_ids=())
-    keys = [k for k in model._compiled if k[0] == "generate_prefix"]
+    keys = [k for k in model._compiled if k[0] in ("generate_prefix", "prefill_prefix")]
     assert keys and keys[-1][2] == 96  # 100 common tokens -> the 96 bucket; each row keeps its own tail
     old = model.min_shared_prefix
     model.min_shared_prefix = 0  # the plain path: whole prompts, left-padded
@@ -120,8 +120,34 @@ def test_models_of_the_same_structure_share_compiled_functions(tiny_hf):
     b.state = __import__("jax").tree.map(lambda x: x * 1.01, b.state)  # other weights, same structure
     out_a = a.generate([[1, 2, 3]], 4, eos_token_ids=())
     out_b = b.generate([[1, 2, 3]], 4, eos_token_ids=())
-    key = next(k for k in a._compiled if k[0] == "generate")
+    key = next(k for k in a._compiled if k[0] in ("generate", "decode_loop"))
     assert a._compiled[key] is b._compiled[key]
     assert out_b == b.generate([[1, 2, 3]], 4, eos_token_ids=())  # b runs with its own weights
     np.testing.assert_raises(AssertionError, np.testing.assert_array_equal,
                              a.logits(np.array([[1, 2, 3]], np.int32)), b.logits(np.array([[1, 2, 3]], np.int32)))
+
+
+def test_cpu_generation_runs_prefill_and_a_row_split_loop_with_the_same_tokens(tiny_hf):
+    """On CPU, generate compiles the prefill and the token loop separately, the loop on row-split
+    weights (``decode_weight_blocks``); the tokens equal the single-executable path's, for plain
+    and shared-prefix batches, greedy and sampled."""
+    split = spark_jax.load_pretrained(tiny_hf[0])
+    plain = spark_jax.load_pretrained(tiny_hf[0])
+    plain.decode_weight_blocks = 0
+    assert split.decode_weight_blocks >= 1
+    rng = np.random.default_rng(5)
+    system = [int(t) for t in rng.integers(1, 256, 70)]
+    batches = [[[4, 8, 15], [16, 23, 42, 7, 7]], [system + [5, 6], system + [9]]]
+    for prompts in batches:
+        for temperature in (0.0, 0.8):
+            assert split.generate(prompts, 9, temperature, seed=3, eos_token_ids=()) == \
+                plain.generate(prompts, 9, temperature, seed=3, eos_token_ids=())
+    assert {k[0] for k in split._compiled} >= {"prefill", "prefill_prefix", "decode_loop"}
+    assert {k[0] for k in plain._compiled} >= {"generate", "generate_prefix"}
+
+
+def test_logits_equal_the_module_forward(model):
+    """``logits`` (hidden states and LM head as two executables on CPU) equals one forward pass."""
+    ids = np.random.default_rng(1).integers(3, 256, (2, 21)).astype(np.int32)
+    want = np.asarray(model.module(ids)[0])
+    np.testing.assert_allclose(model.logits(ids), want, atol=1e-5, rtol=0)
