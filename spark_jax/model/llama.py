@@ -260,16 +260,39 @@ def _row_blocks(weight_nd: jax.Array, parts: int) -> tuple[jax.Array, ...]:
     return tuple(weight_nd[lo:hi] for lo, hi in zip(bounds, bounds[1:]) if hi > lo)
 
 
+_PROJECTIONS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj")))
+
+
+def _is_plain_linear(module) -> bool:
+    """An ``nnx.Linear`` holding nothing but a float kernel (no adapters, no quantised weights)."""
+    if not isinstance(module, nnx.Linear):
+        return False
+    leaves = jax.tree_util.tree_leaves(nnx.state(module))
+    return len(leaves) == 1 and jnp.issubdtype(leaves[0].dtype, jnp.floating)
+
+
+def supports_decode_layout(model: Llama) -> bool:
+    """Whether ``with_decode_layout`` applies: every projection (and an untied LM head) is a plain
+    linear map. LoRA (qwix) and NF4 models are not; merge their adapters first."""
+    heads = [] if model.lm_head is None else [model.lm_head]
+    projections = [getattr(getattr(layer, owner), name) for layer in model.layers
+                   for owner, names in _PROJECTIONS for name in names]
+    return all(_is_plain_linear(m) for m in projections + heads)
+
+
 def with_decode_layout(model: Llama, parts: int) -> Llama:
     """A copy of ``model`` whose projections (and LM head) are ``RowSplitLinear`` blocks, for
     the token-by-token loop on CPU. Inside a jit the blocks are built once per call, before the
     loop: one pass over the weights, repaid after a step or two. Same function, new layout."""
+    if not supports_decode_layout(model):
+        raise ValueError("with_decode_layout needs plain linear projections; this model has adapters or "
+                         "quantised weights (merge them first, e.g. spark_jax.rl.adapters.merged_model)")
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, state)
     dtype = jnp.dtype(model.config.dtype)
     for layer in copy.layers:
-        for owner, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
-                             (layer.mlp, ("gate_proj", "up_proj", "down_proj"))):
+        for owner_name, names in _PROJECTIONS:
+            owner = getattr(layer, owner_name)
             for name in names:
                 kernel = getattr(owner, name).kernel[...].astype(dtype)
                 setattr(owner, name, RowSplitLinear.from_kernel(kernel, parts))

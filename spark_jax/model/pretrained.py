@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from spark_jax.model import checkpoint_hf, generate as gen
 from spark_jax.model.config import LlamaConfig
-from spark_jax.model.llama import Llama, positions_from_mask
+from spark_jax.model.llama import Llama, positions_from_mask, supports_decode_layout
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from spark_jax.shapes import bucket, length_bucket
 
@@ -102,7 +102,7 @@ class PretrainedModel:
         self._compiled: dict[tuple, Callable] = {}
         # > 0: the decode loop runs on weights split into this many row blocks (CPU, no mesh);
         # prefill and the loop then compile separately, each with its best dot backend.
-        self.decode_weight_blocks = default_decode_weight_blocks(mesh)
+        self.decode_weight_blocks = default_decode_weight_blocks(mesh) if supports_decode_layout(model) else 0
 
     @property
     def module(self) -> Llama:

@@ -10,7 +10,7 @@ from flax import nnx
 
 from spark_jax.model.config import tiny
 from spark_jax.model.factory import abstract_model, init_model
-from spark_jax.model.llama import KVCache, Llama, RowSplitLinear, with_decode_layout
+from spark_jax.model.llama import KVCache, Llama, RowSplitLinear, supports_decode_layout, with_decode_layout
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,12 @@ def test_decode_layout_gives_the_same_decode_step(model, tied, blocks):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.asarray(got_cache.keys[1]), np.asarray(want_cache.keys[1]), atol=1e-5, rtol=0)
     assert isinstance(m.layers[0].mlp.down_proj, nnx.Linear)  # the original model is untouched
+
+
+def test_decode_layout_refuses_models_with_adapters(model):
+    from spark_jax.rl.adapters import LoraConfig, apply_lora
+
+    lora = apply_lora(model, LoraConfig(rank=2, alpha=4.0, target_modules=r".*(q_proj|down_proj)$"))
+    assert supports_decode_layout(model) and not supports_decode_layout(lora)
+    with pytest.raises(ValueError, match="adapters or quantised"):
+        with_decode_layout(lora, 2)
