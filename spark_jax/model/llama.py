@@ -283,7 +283,8 @@ def supports_decode_layout(model: Llama) -> bool:
 def with_decode_layout(model: Llama, parts: int) -> Llama:
     """A copy of ``model`` whose projections (and LM head) are ``RowSplitLinear`` blocks, for
     the token-by-token loop on CPU. Inside a jit the blocks are built once per call, before the
-    loop: one pass over the weights, repaid after a step or two. Same function, new layout."""
+    loop: one pass over the weights, repaid after a step or two, and a second copy of the weights
+    while the loop runs. Same function, new layout."""
     if not supports_decode_layout(model):
         raise ValueError("with_decode_layout needs plain linear projections; this model has adapters or "
                          "quantised weights (merge them first, e.g. spark_jax.rl.adapters.merged_model)")
