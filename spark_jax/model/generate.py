@@ -60,24 +60,22 @@ def prefill_with_prefix(model: Llama, prefix_ids_1c: jax.Array, suffix_ids_bs: j
     return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
 
 
-def decode(model: Llama, input_ids_bp, mask_bp, limit, temperature, rng, eos_ids, *, max_new_tokens: int,
-           weight_blocks: int = 0) -> jax.Array:
+def decode(model: Llama, input_ids_bp, mask_bp, limit, temperature, rng, eos_ids, *,
+           max_new_tokens: int) -> jax.Array:
     """New tokens [B, max_new_tokens] for left-padded prompts [B, P]; UNFILLED after EOS/limit.
 
     ``limit`` (traced, <= max_new_tokens) is how many tokens to make, so a shape bucket serves
     every smaller request without recompiling. The loop ends early once every row hit EOS.
     """
     state = prefill(model, input_ids_bp, mask_bp, max_new_tokens=max_new_tokens)
-    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens,
-                       weight_blocks=weight_blocks)
+    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens)
 
 
 def decode_with_prefix(model: Llama, prefix_ids_1c, suffix_ids_bs, suffix_mask_bs, limit, temperature, rng, eos_ids,
-                       *, max_new_tokens: int, weight_blocks: int = 0) -> jax.Array:
+                       *, max_new_tokens: int) -> jax.Array:
     """``decode`` for prompts sharing a prefix [1, C] (see ``prefill_with_prefix``)."""
     state = prefill_with_prefix(model, prefix_ids_1c, suffix_ids_bs, suffix_mask_bs, max_new_tokens=max_new_tokens)
-    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens,
-                       weight_blocks=weight_blocks)
+    return sample_loop(model, state, limit, temperature, rng, eos_ids, max_new_tokens=max_new_tokens)
 
 
 def sample_loop(model: Llama, state: Prefilled, limit, temperature, rng, eos_ids, *, max_new_tokens: int,
