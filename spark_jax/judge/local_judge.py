@@ -181,7 +181,7 @@ class LocalJudge:
             p, (b, s) = prefix_ids_1p.shape[1], suffix_ids_bs.shape
             cache = KVCache.empty(cfg, 1, p + s)
             _, cache = m.hidden_states(prefix_ids_1p, positions_from_mask(prefix_mask_1p, prefix_ids_1p.shape),
-                                       prefix_mask_1p, cache)
+                                       prefix_mask_1p, cache, live_slots=p)
             cache = cache.broadcast(b)
             n_prefix = jnp.sum(prefix_mask_1p).astype(jnp.int32)
             positions_bs = n_prefix + jnp.maximum(jnp.cumsum(suffix_mask_bs, axis=-1) - 1, 0).astype(jnp.int32)

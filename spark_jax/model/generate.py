@@ -39,7 +39,7 @@ def prefill(model: Llama, input_ids_bp: jax.Array, mask_bp: jax.Array, *, max_ne
     b, p = input_ids_bp.shape
     cache = KVCache.empty(model.config, b, p + max_new_tokens)
     positions = positions_from_mask(mask_bp, (b, p))
-    hidden, cache = model.hidden_states(input_ids_bp, positions, mask_bp, cache)
+    hidden, cache = model.hidden_states(input_ids_bp, positions, mask_bp, cache, live_slots=p)
     return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
 
 
@@ -54,9 +54,10 @@ def prefill_with_prefix(model: Llama, prefix_ids_1c: jax.Array, suffix_ids_bs: j
     b, s = suffix_ids_bs.shape
     c = prefix_ids_1c.shape[1]
     one = KVCache.empty(model.config, 1, c + s + max_new_tokens)
-    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one)
+    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one, live_slots=c)
     positions = c + positions_from_mask(suffix_mask_bs, (b, s))
-    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, one.broadcast(b))
+    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, one.broadcast(b),
+                                        live_slots=c + s)
     return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
 
 

@@ -17,6 +17,7 @@ from spark_jax.model.config import LlamaConfig
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 QUERY_CHUNK = 512  # queries per attention block in long forward passes
+CAUSAL_BLOCKS = 4  # query blocks of a cache-free forward pass; block i reads keys [0, (i + 1) T / 4)
 
 
 class KVCache(NamedTuple):
@@ -76,7 +77,12 @@ class Attention(nnx.Module):
         self.o_proj = _linear(cfg, cfg.num_heads * e, d, rngs)
 
     def __call__(self, x_btd, cos_bte, sin_bte, mask_bts, kv=None, index=None):
-        """Returns (output [B, T, D], (keys, values) written into the cache or None)."""
+        """Returns (output [B, T, D], (keys, values) written into the cache or None).
+
+        The queries read the first S key slots, S = ``mask_bts.shape[-1]`` (the cache may hold
+        more; see ``Llama.hidden_states(live_slots=)``). S == T with a cache means the cache was
+        empty: the new keys are all there is, and attention runs in causal blocks as without one.
+        """
         cfg = self.cfg
         b, t, _ = x_btd.shape
         q = self.q_proj(x_btd).reshape(b, t, cfg.num_heads, cfg.head_dim)
@@ -87,12 +93,16 @@ class Attention(nnx.Module):
         # Heads-major from here on: q [B, K, G, T, E], k [B, K, E, S], v [B, K, S, E].
         q = q.reshape(b, t, cfg.num_kv_heads, cfg.q_per_kv, cfg.head_dim).transpose(0, 2, 3, 1, 4)
         k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+        live = mask_bts.shape[-1]
         if kv is not None:
             cache_k, cache_v = kv
-            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, index))
-            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
-            kv = (k, v)
-        if t > QUERY_CHUNK and t % QUERY_CHUNK == 0:
+            k_new, v_new = k.astype(cache_k.dtype), v.astype(cache_v.dtype)
+            kv = (jax.lax.dynamic_update_slice(cache_k, k_new, (0, 0, 0, index)),
+                  jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, index, 0)))
+            k, v = (k_new, v_new) if live == t else (kv[0][..., :live], kv[1][:, :, :live])
+        if live == t and t >= 256 and t % CAUSAL_BLOCKS == 0:
+            out = _attend_causal_blocks(q, k, v, mask_bts, cfg.head_dim, CAUSAL_BLOCKS)
+        elif t > QUERY_CHUNK and t % QUERY_CHUNK == 0:
             # Long prefills attend one query block at a time, so the float32 scores take
             # [B, K, G, QUERY_CHUNK, S] instead of [B, K, G, T, S] (16 x 4096 tokens: 35 GB -> 4 GB).
             n = t // QUERY_CHUNK
@@ -117,6 +127,23 @@ def _attend(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int) -> jax.Array:
     scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_bkse.dtype).reshape(b, k_heads, g * t, -1)
     return jnp.einsum("bkms,bkse->bkme", probs, v_bkse).reshape(b, k_heads, g, t, e)
+
+
+def _attend_causal_blocks(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int, blocks: int) -> jax.Array:
+    """:func:`_attend` for a cache-free causal pass (keys = queries, T = S), in ``blocks`` query
+    blocks; block i reads only keys [0, (i + 1) T / blocks), since every later key is masked.
+
+    With 4 blocks the score and probability tensors, and their matmuls, shrink to 10/16 of the
+    full square. Rows whose mask is all zero (padding queries) are garbage either way.
+    """
+    t = q_bkgte.shape[3]
+    size = t // blocks
+    outs = []
+    for i in range(blocks):
+        end = (i + 1) * size
+        outs.append(_attend(q_bkgte[:, :, :, i * size:end], k_bkes[..., :end], v_bkse[:, :, :end],
+                            mask_bts[:, i * size:end, :end], head_dim))
+    return jnp.concatenate(outs, axis=3)
 
 
 class MLP(nnx.Module):
@@ -178,11 +205,15 @@ class Llama(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.param_dtype)
         self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg, cfg.hidden_size, cfg.vocab_size, rngs)
 
-    def hidden_states(self, input_ids_bt, positions_bt, attention_mask_bt=None, cache: KVCache | None = None):
+    def hidden_states(self, input_ids_bt, positions_bt, attention_mask_bt=None, cache: KVCache | None = None,
+                      live_slots: int | None = None):
         """Final-norm hidden states [B, T, D] and the updated cache (None without one).
 
         ``attention_mask_bt`` marks real tokens (1) and padding (0); ``positions_bt`` are the
         RoPE positions. With a cache, the T tokens are written at slots [index, index + T).
+        ``live_slots`` (static) promises index + T <= live_slots: attention then reads only those
+        first slots, not the empty room left for new tokens. ``live_slots == T`` is a prefill
+        into an empty cache, which attends in causal blocks (``CAUSAL_BLOCKS``).
         """
         b, t = input_ids_bt.shape
         if attention_mask_bt is None:
@@ -196,6 +227,11 @@ class Llama(nnx.Module):
             q_slot = index + jnp.arange(t)
         k_slot = jnp.arange(valid_bs.shape[1])
         mask_bts = valid_bs[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+        if live_slots is not None:
+            if cache is None or not t <= live_slots <= valid_bs.shape[1]:
+                raise ValueError(f"live_slots={live_slots} needs a cache and must lie in [T={t}, "
+                                 f"cache slots={valid_bs.shape[1]}]")
+            mask_bts = mask_bts[:, :, :live_slots]
         cfg = self.config
         inv_freq = rope.inverse_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         cos, sin = rope.rope_tables(positions_bt, inv_freq)

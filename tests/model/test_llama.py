@@ -132,3 +132,59 @@ def test_decode_layout_refuses_models_with_adapters(model):
     assert supports_decode_layout(model) and not supports_decode_layout(lora)
     with pytest.raises(ValueError, match="adapters or quantised"):
         with_decode_layout(lora, 2)
+
+
+def _padded_batch(t: int, pad: int):
+    """Two rows of t tokens; the second is left-padded by ``pad``."""
+    ids = _ids(2, t, seed=3)
+    mask = jnp.ones((2, t), bool).at[1, :pad].set(False)
+    return ids, mask
+
+
+def test_causal_blocks_equal_one_block(model, monkeypatch):
+    """Cache-free passes of >= 256 tokens attend in CAUSAL_BLOCKS query blocks, each reading only
+    the keys up to its end; that must change nothing at real tokens."""
+    import spark_jax.model.llama as llama
+
+    ids, mask = _padded_batch(256, pad=37)
+    forward = lambda: nnx.jit(lambda m, i, k: m(i, None, k)[0])(model, ids, mask)  # fresh trace
+    blocked = forward()
+    monkeypatch.setattr(llama, "CAUSAL_BLOCKS", 7)  # 256 % 7 != 0: one block over all keys
+    whole = forward()
+    real = np.asarray(mask)
+    np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(whole)[real], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("t", [20, 256])
+def test_prefill_with_live_slots_equals_reading_the_whole_cache(model, t):
+    """``live_slots`` makes attention skip the empty room of the cache (and, at live_slots == T,
+    attend in causal blocks): same hidden states, same cache, same next decode step."""
+    ids, mask = _padded_batch(t, pad=5)
+    positions = jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)
+
+    @nnx.jit(static_argnames="live")
+    def prefill_then_step(m, live):
+        cache = KVCache.empty(m.config, 2, t + 8)
+        hidden, cache = m.hidden_states(ids, positions, mask, cache, live_slots=live)
+        logits, cache = m(ids[:, :1], positions[:, -1:] + 1, None, cache)
+        return hidden, cache, logits
+
+    plain, sliced = prefill_then_step(model, None), prefill_then_step(model, t)
+    real = np.asarray(mask)
+    np.testing.assert_allclose(np.asarray(sliced[0])[real], np.asarray(plain[0])[real], atol=1e-5, rtol=0)
+    valid = np.asarray(plain[1].valid_bs)  # padding slots hold garbage that nothing reads
+    for a, b in zip(sliced[1].keys, plain[1].keys):
+        np.testing.assert_allclose(np.asarray(a).transpose(0, 3, 1, 2)[valid], np.asarray(b).transpose(0, 3, 1, 2)[valid],
+                                   atol=1e-5, rtol=0)
+    for a, b in zip(sliced[1].values, plain[1].values):
+        np.testing.assert_allclose(np.asarray(a).transpose(0, 2, 1, 3)[valid], np.asarray(b).transpose(0, 2, 1, 3)[valid],
+                                   atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(sliced[2]), np.asarray(plain[2]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("live, with_cache", [(4, True), (40, True), (10, False)])
+def test_live_slots_out_of_range_is_refused(model, live, with_cache):
+    ids = _ids(1, 10)
+    cache = KVCache.empty(model.config, 1, 16) if with_cache else None
+    with pytest.raises(ValueError, match="live_slots"):
+        model.hidden_states(ids, jnp.arange(10)[None], None, cache, live_slots=live)
