@@ -141,15 +141,17 @@ def _padded_batch(t: int, pad: int):
     return ids, mask
 
 
-def test_causal_blocks_equal_one_block(model, monkeypatch):
-    """Cache-free passes of >= 256 tokens attend in CAUSAL_BLOCKS query blocks, each reading only
-    the keys up to its end; that must change nothing at real tokens."""
+@pytest.mark.parametrize("t", [256, 640])  # 4 blocks of 64, 5 blocks of 128
+def test_causal_blocks_equal_one_block(model, monkeypatch, t):
+    """Cache-free passes of >= 256 tokens attend in causal query blocks, each reading only the
+    keys up to its end; that must change nothing at real tokens."""
     import spark_jax.model.llama as llama
 
-    ids, mask = _padded_batch(256, pad=37)
+    assert llama.causal_blocks(t) == t // min(128, t // 4)
+    ids, mask = _padded_batch(t, pad=37)
     forward = lambda: nnx.jit(lambda m, i, k: m(i, None, k)[0])(model, ids, mask)  # fresh trace
     blocked = forward()
-    monkeypatch.setattr(llama, "CAUSAL_BLOCKS", 7)  # 256 % 7 != 0: one block over all keys
+    monkeypatch.setattr(llama, "causal_blocks", lambda t: 0)  # one piece over all keys
     whole = forward()
     real = np.asarray(mask)
     np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(whole)[real], atol=1e-5, rtol=0)
