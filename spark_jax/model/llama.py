@@ -112,8 +112,9 @@ class Attention(nnx.Module):
             kv = (jax.lax.dynamic_update_slice(cache_k, k_new, (0, 0, 0, index)),
                   jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, index, 0)))
             k, v = (k_new, v_new) if live == t else (kv[0][..., :live], kv[1][:, :, :live])
-        if live == t and causal_blocks(t):
-            out = _attend_causal_blocks(q, k, v, mask_bts, cfg.head_dim, causal_blocks(t))
+        blocks = causal_blocks(t) if live == t else 0
+        if blocks:
+            out = _attend_causal_blocks(q, k, v, mask_bts, cfg.head_dim, blocks)
         elif t > QUERY_CHUNK and t % QUERY_CHUNK == 0:
             # Long prefills attend one query block at a time, so the float32 scores take
             # [B, K, G, QUERY_CHUNK, S] instead of [B, K, G, T, S] (16 x 4096 tokens: 35 GB -> 4 GB).
@@ -146,7 +147,8 @@ def _attend_causal_blocks(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int, bloc
     blocks; block i reads only keys [0, (i + 1) T / blocks), since every later key is masked.
 
     With n blocks the score and probability tensors, and their matmuls, shrink to (n + 1) / 2n
-    of the full square (4 blocks: 10/16). Rows whose mask is all zero (padding queries) are garbage either way.
+    of the full square (4 blocks: 10/16). Rows whose mask is all zero (padding queries) are
+    garbage either way.
     """
     t = q_bkgte.shape[3]
     size = t // blocks
