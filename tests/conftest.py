@@ -116,32 +116,36 @@ def write_run_dir(run_dir: pathlib.Path, records: list[dict], shard_size: int = 
     return run_dir
 
 
-def synthetic_records(n: int, seed: int = 0) -> list[dict]:
-    """Step records whose reward depends on the chosen tool (so there is something to learn)."""
+def synthetic_records(n: int, seed: int = 0, steps: int = 3) -> list[dict]:
+    """``n`` step records of whole trajectories (``steps`` per question, the last question
+    possibly shorter): each state extends the previous one by its action and an observation,
+    and the reward depends on the chosen tool (so there is something to learn)."""
     from spark_jax.rollout.actions import format_action
 
     rng = random.Random(seed)
     tools = ["calculator", "python", "chemistry", "cot", "answer"]
     reward_of = {"calculator": 0.2, "python": 0.9, "chemistry": 0.6, "cot": 0.1, "answer": 0.5}
     records = []
-    for i in range(n):
-        q = rng.choice(_CORPUS)
-        name = tools[i % len(tools)]
-        step = rng.randrange(3)
+    i = 0
+    while len(records) < n:
+        qid = len(records) // steps
         msgs = [{"role": "system", "content": "You solve questions with tools."},
-                {"role": "user", "content": f"Question {i}: {q}"}]
-        for s in range(step):
-            msgs += [{"role": "assistant", "content": format_action("cot", f"thinking {s}")},
-                     {"role": "user", "content": f"Observation: {rng.randint(0, 99)}"}]
-        records.append({
-            "question_id": i, "category": "physics", "step": step, "messages": msgs,
-            "action_text": format_action(name, f"{rng.randint(1, 50)} * {rng.randint(1, 50)}"),
-            "selected": name, "selection_rule": "rarity_first", "candidates": [],
-            "tool_input": None, "observation": None, "thought": None,
-            "reward": reward_of[name] + 0.05 * rng.random(),
-            "reward_components": {"quality": 0.0, "diversity": 0.0, "outcome": 0.0},
-            "final_answer": None, "correct": None,
-        })
+                {"role": "user", "content": f"Question {qid}: {rng.choice(_CORPUS)}"}]
+        for step in range(min(steps, n - len(records))):
+            name = tools[i % len(tools)]
+            i += 1
+            action = format_action(name, f"{rng.randint(1, 50)} * {rng.randint(1, 50)}")
+            records.append({
+                "question_id": qid, "category": "physics", "step": step, "messages": list(msgs),
+                "action_text": action,
+                "selected": name, "selection_rule": "rarity_first", "candidates": [],
+                "tool_input": None, "observation": None, "thought": None,
+                "reward": reward_of[name] + 0.05 * rng.random(),
+                "reward_components": {"quality": 0.0, "diversity": 0.0, "outcome": 0.0},
+                "final_answer": None, "correct": None,
+            })
+            msgs = msgs + [{"role": "assistant", "content": action},
+                           {"role": "user", "content": f"Observation: {rng.randint(0, 99)}"}]
     return records
 
 

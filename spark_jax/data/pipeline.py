@@ -1,34 +1,35 @@
-"""Grain input for Stage 2: step records -> tokenised, masked, bucketed, sharded batches.
+"""Grain input for Stage 2: step records -> packed, tokenised, masked, bucketed, sharded batches.
 
-Each record (``spark_jax.rollout.records``) becomes one sequence:
+Rows come from ``spark_jax.data.packing``: with packing (the default) one causal sequence per
+trajectory carries all its actions as spans; without it, one row per record. Each step's
+tokens are the chat template of ``messages`` with the generation prompt, then ``action_text``
+plus the template's end-of-turn token(s). A batch is ``batch_size`` rows (trajectories when
+packed, records when not), padded on the right to the smallest bucket that holds its longest
+row, so a jitted step compiles once per bucket.
 
-    prompt = chat template of ``messages`` with the generation prompt
-    target = ``action_text`` + the template's end-of-turn token(s)
+Batch arrays (B rows, T the bucket length, A action positions, S spans per row; ``targets``
+are the inputs shifted by one, so ``logits[:, t]`` scores ``targets[:, t]``):
 
-``loss_mask`` is 1 exactly on the target tokens. Over-long sequences lose prompt tokens from
-the left (counted and logged); a record whose target alone exceeds the longest bucket is
-dropped (counted and logged). A batch is padded on the right to the smallest bucket that
-holds its longest row, so a jitted step compiles once per bucket.
+    input_ids        int32   [B, T]
+    targets          int32   [B, T]
+    attention_mask   int32   [B, T]   1 real token, 0 padding
+    loss_mask        float32 [B, T]   1 where targets[:, t] is an action token (not sent to the step)
+    action_positions int32   [B, A]   the positions t of a row's action tokens, in order (0-padded)
+    action_mask      float32 [B, A]   1 on the real entries of ``action_positions``
+    action_span      int32   [B, A]   the span (step) each action position belongs to
+    span_start       int32   [B, S]   the position predicting the span's first token (end of its state)
+    span_mask        float32 [B, S]   1 on real spans
+    span_return      float32 [B, S]   the step's discounted return G_t (ppo.gamma)
+    span_reward      float32 [B, S]   the step's own reward r_t
+    span_kind        int32   [B, S]   0 tool, 1 cot, 2 answer
+    span_step        int32   [B, S]   the step index t
 
-Batch arrays (B rows, T the bucket length; ``targets`` are the inputs shifted by one, so
-``logits[:, t]`` scores ``targets[:, t]``):
-
-    input_ids       int32   [B, T]
-    targets         int32   [B, T]
-    attention_mask  int32   [B, T]   1 real token, 0 padding
-    loss_mask       float32 [B, T]   1 where targets[:, t] is an action token
-    reward          float32 [B]
-    action_positions int32  [B, A]   the positions t of a row's action tokens, in order (0-padded)
-    action_mask     float32 [B, A]   1 on the real entries of ``action_positions``
-
-A is the smallest of ``action_buckets`` that holds the batch's longest action (at most T): the
-train step projects only those A positions onto the vocabulary, not all T (actions are a few
-dozen tokens of states of hundreds).
+A is the smallest of ``action_buckets`` that holds the batch's most action tokens in a row (at
+most T): the train step projects only those A positions onto the vocabulary, not all T.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pathlib
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import grain
 import numpy as np
 
-from spark_jax.data.chat import encode_chat
+from spark_jax.data.packing import RowStats, TrainRow, build_rows
 from spark_jax.rollout.records import read_step_records
 from spark_jax.shapes import bucket
 
@@ -63,62 +64,6 @@ def end_of_turn_text(tokenizer: Any) -> str:
     return tail
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenizedRecord:
-    """One record as token ids: ``prompt_ids`` then ``target_ids`` (the trained tokens)."""
-
-    prompt_ids: tuple[int, ...]
-    target_ids: tuple[int, ...]
-    reward: float
-    truncated: int  # prompt tokens dropped from the left
-
-
-def tokenize_record(tokenizer: Any, record: Mapping[str, Any], eot_text: str, max_len: int) -> TokenizedRecord | None:
-    """Token ids of one record; None if its target alone does not fit in ``max_len``."""
-    prompt = encode_chat(tokenizer, record["messages"], add_generation_prompt=True)
-    target = list(tokenizer(record["action_text"] + eot_text, add_special_tokens=False)["input_ids"])
-    if len(target) >= max_len:
-        return None
-    # The sequence fed to the model is prompt + target minus its final token (the last
-    # target token is predicted, never an input), so prompt + target may be max_len + 1.
-    keep = max_len + 1 - len(target)
-    dropped = max(0, len(prompt) - keep)
-    return TokenizedRecord(tuple(prompt[dropped:]), tuple(target), float(record["reward"]), dropped)
-
-
-@dataclasses.dataclass
-class TokenizeStats:
-    records: int = 0
-    kept: int = 0
-    truncated: int = 0  # records that lost prompt tokens
-    truncated_tokens: int = 0
-    dropped: int = 0  # records whose action alone exceeds the longest bucket
-
-
-def tokenize_records(
-    tokenizer: Any, records: Sequence[Mapping[str, Any]], max_len: int
-) -> tuple[list[TokenizedRecord], TokenizeStats]:
-    eot = end_of_turn_text(tokenizer)
-    out, stats = [], TokenizeStats(records=len(records))
-    for rec in records:
-        tok = tokenize_record(tokenizer, rec, eot, max_len)
-        if tok is None:
-            stats.dropped += 1
-            continue
-        if tok.truncated:
-            stats.truncated += 1
-            stats.truncated_tokens += tok.truncated
-        out.append(tok)
-    stats.kept = len(out)
-    if stats.truncated:
-        log.warning("%d of %d records were longer than %d tokens: %d prompt tokens cut from the left",
-                    stats.truncated, stats.records, max_len, stats.truncated_tokens)
-    if stats.dropped:
-        log.warning("%d of %d records dropped: their action alone exceeds %d tokens",
-                    stats.dropped, stats.records, max_len)
-    return out, stats
-
-
 DEFAULT_ACTION_BUCKETS = (32, 64, 128, 256, 512)
 
 
@@ -142,49 +87,80 @@ def action_arrays(loss_mask_bt: np.ndarray, a: int) -> tuple[np.ndarray, np.ndar
     return positions, mask
 
 
-def collate(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
+def batch_shapes(rows: int, length: int, action_len: int, spans: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """(shape, dtype) of every batch array, for abstract batches (planner, benchmarks)."""
+    per = {"input_ids": (length, np.int32), "targets": (length, np.int32), "attention_mask": (length, np.int32),
+           "action_positions": (action_len, np.int32), "action_mask": (action_len, np.float32),
+           "action_span": (action_len, np.int32)}
+    per.update({k: (spans, dt) for k, dt in SPAN_DTYPES.items()})
+    return {k: ((rows, n), dt) for k, (n, dt) in per.items()}
+
+
+SPAN_DTYPES = {"span_start": np.int32, "span_mask": np.float32, "span_return": np.float32,
+               "span_reward": np.float32, "span_kind": np.int32, "span_step": np.int32}
+
+
+def collate(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
             length: int | None = None, action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
-            action_len: int | None = None) -> dict[str, np.ndarray]:
+            action_len: int | None = None, spans: int | None = None) -> dict[str, np.ndarray]:
     """Right-padded batch arrays (see module docstring) at the smallest fitting bucket, or at
-    ``length`` and ``action_len`` (chosen for a larger batch that these rows belong to)."""
-    lengths = [len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows]
-    t = bucket(max(lengths), buckets=tuple(buckets)) if length is None else length
-    if max(lengths) > t:
-        raise ValueError(f"a row of {max(lengths)} tokens does not fit the batch length {t}")
+    ``length``, ``action_len`` and ``spans`` (chosen for a larger batch these rows belong to)."""
+    longest = max(r.length for r in rows)
+    t = bucket(longest, buckets=tuple(buckets)) if length is None else length
+    if longest > t:
+        raise ValueError(f"a row of {longest} tokens does not fit the batch length {t}")
     if action_len is None:
-        action_len = action_length(max(len(r.target_ids) for r in rows), action_buckets, t)
+        action_len = action_length(max(r.action_tokens for r in rows), action_buckets, t)
+    s = max(len(r.spans) for r in rows) if spans is None else spans
     b = len(rows)
     input_ids = np.full((b, t), pad_id, np.int32)
     targets = np.full((b, t), pad_id, np.int32)
     attention = np.zeros((b, t), np.int32)
     loss_mask = np.zeros((b, t), np.float32)
+    span_of = np.zeros((b, t), np.int32)
+    out = {k: np.zeros((b, s), dt) for k, dt in SPAN_DTYPES.items()}
     for i, r in enumerate(rows):
-        seq = np.asarray(r.prompt_ids + r.target_ids, np.int32)
+        if len(r.spans) > s:
+            raise ValueError(f"row {i} (question {r.question_id}) holds {len(r.spans)} spans, more than {s}")
+        seq = np.asarray(r.token_ids, np.int32)
         n = len(seq) - 1
         input_ids[i, :n] = seq[:-1]
         targets[i, :n] = seq[1:]
         attention[i, :n] = 1
-        loss_mask[i, len(r.prompt_ids) - 1:n] = 1.0
-    reward = np.asarray([r.reward for r in rows], np.float32)
+        for j, (start, end) in enumerate(r.spans):
+            # position p reads token p and predicts token p + 1: span tokens [start, end) are
+            # predicted at positions [start - 1, end - 1)
+            loss_mask[i, start - 1:end - 1] = 1.0
+            span_of[i, start - 1:end - 1] = j
+            out["span_start"][i, j] = start - 1
+            out["span_mask"][i, j] = 1.0
+            out["span_return"][i, j] = r.returns[j]
+            out["span_reward"][i, j] = r.rewards[j]
+            out["span_kind"][i, j] = r.kinds[j]
+            out["span_step"][i, j] = r.steps[j]
     positions, action_mask = action_arrays(loss_mask, action_len)
-    return {"input_ids": input_ids, "targets": targets, "attention_mask": attention,
-            "loss_mask": loss_mask, "reward": reward, "action_positions": positions, "action_mask": action_mask}
+    action_span = np.take_along_axis(span_of, positions, axis=1) * (action_mask > 0)
+    return {"input_ids": input_ids, "targets": targets, "attention_mask": attention, "loss_mask": loss_mask,
+            "action_positions": positions, "action_mask": action_mask, "action_span": action_span.astype(np.int32),
+            **out}
 
 
-def collate_process_rows(rows: Sequence[TokenizedRecord], buckets: Sequence[int], pad_id: int,
+def collate_process_rows(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
                          process_index: int, process_count: int,
-                         action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS) -> dict[str, np.ndarray]:
+                         action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
+                         spans: int | None = None) -> dict[str, np.ndarray]:
     """This process's contiguous block of a global batch, padded to the global batch's buckets,
     so that every process contributes arrays of the same shape to the same global step."""
     n = len(rows) // process_count
-    longest = max(len(r.prompt_ids) + len(r.target_ids) - 1 for r in rows)
-    t = bucket(longest, buckets=tuple(buckets))
-    a = action_length(max(len(r.target_ids) for r in rows), action_buckets, t)
-    return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t, action_len=a)
+    t = bucket(max(r.length for r in rows), buckets=tuple(buckets))
+    a = action_length(max(r.action_tokens for r in rows), action_buckets, t)
+    s = max(len(r.spans) for r in rows) if spans is None else spans
+    return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t, action_len=a,
+                   spans=s)
 
 
 def make_dataset(
-    examples: Sequence[TokenizedRecord],
+    examples: Sequence[TrainRow],
     *,
     batch_size: int,
     buckets: Sequence[int],
@@ -194,7 +170,7 @@ def make_dataset(
     process_count: int = 1,
     action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
 ) -> grain.MapDataset:
-    """An endless, per-epoch reshuffled dataset of this process's batches.
+    """An endless, per-epoch reshuffled dataset of this process's batches of rows.
 
     ``batch_size`` is this process's share; the global batch is ``batch_size * process_count``
     rows. Every process walks the same shuffled order of global batches (same seed) and
@@ -202,7 +178,8 @@ def make_dataset(
     ``jax.make_array_from_process_local_data`` over a mesh whose devices are ordered by
     process), padded to the bucket of the whole global batch. So processes never disagree on a
     step's shape, the data each process puts on its devices is disjoint, and N processes see
-    exactly the global batches that one process with the same global batch size sees.
+    exactly the global batches that one process with the same global batch size sees. The span
+    axis S is the largest span count of any row, fixed for the run (one compilation per bucket).
     """
     if not examples:
         raise ValueError("no training examples (every record was dropped or the run is empty)")
@@ -211,15 +188,17 @@ def make_dataset(
     global_batch = batch_size * process_count
     if len(examples) < global_batch:
         raise ValueError(
-            f"the run holds {len(examples)} examples, fewer than its batch size {global_batch}"
+            f"the run holds {len(examples)} training rows, fewer than its batch size {global_batch}"
             + (f" ({process_count} processes x {batch_size})" if process_count > 1 else "")
+            + " (with packing, a row is a whole trajectory: lower batch_size or set packing=false)"
         )
+    spans = max(len(r.spans) for r in examples)
     return (
         grain.MapDataset.source(list(examples)).shuffle(seed=seed)
         .repeat(None, reseed_each_epoch=True)
         .batch(global_batch, drop_remainder=True,
                batch_fn=lambda rows: collate_process_rows(rows, buckets, pad_id, process_index, process_count,
-                                                          action_buckets))
+                                                          action_buckets, spans))
     )
 
 
@@ -260,11 +239,14 @@ def build_input(
     process_index: int = 0,
     process_count: int = 1,
     action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
-) -> tuple[BatchIterator, TokenizeStats]:
-    """Reads, tokenises and batches a Stage 1 run directory."""
+    packing: bool = True,
+    gamma: float = 1.0,
+) -> tuple[BatchIterator, RowStats]:
+    """Reads, tokenises, packs and batches a Stage 1 run directory."""
     records = read_step_records(run_dir)
-    examples, stats = tokenize_records(tokenizer, records, max(buckets))
-    ds = make_dataset(examples, batch_size=batch_size, buckets=buckets, pad_id=pad_token_id(tokenizer),
+    rows, stats = build_rows(tokenizer, records, end_of_turn_text(tokenizer), max(buckets),
+                             packing=packing, gamma=gamma)
+    ds = make_dataset(rows, batch_size=batch_size, buckets=buckets, pad_id=pad_token_id(tokenizer),
                       seed=seed, process_index=process_index, process_count=process_count,
                       action_buckets=action_buckets)
     return BatchIterator(ds), stats

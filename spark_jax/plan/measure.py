@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spark_jax.data.pipeline import batch_shapes
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from spark_jax.plan.memory import abstract_run
@@ -14,9 +15,8 @@ from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import lr_schedule
 from spark_jax.rl.steps import BATCH_KEYS, make_train_step
 
-_BATCH_DTYPES = {"input_ids": jnp.int32, "targets": jnp.int32, "attention_mask": jnp.int32,
-                 "loss_mask": jnp.float32, "reward": jnp.float32, "action_positions": jnp.int32,
-                 "action_mask": jnp.float32}
+# Spans per row in the abstract batch: a 5-step trajectory and room to spare (a few bytes each).
+PLANNED_SPANS = 8
 
 
 def _with_sharding(tree, shardings):
@@ -42,10 +42,8 @@ def compiled_step_memory(cfg: TrainConfig, arch: LlamaConfig, seq: int) -> dict[
     # the planner's worst case: the longest action bucket (at most seq) at every row
     action = min(seq, max(cfg.action_buckets))
 
-    def shape(k):
-        return (cfg.batch_size,) if k == "reward" else (cfg.batch_size, action if k.startswith("action") else seq)
-
-    batch = {k: jax.ShapeDtypeStruct(shape(k), _BATCH_DTYPES[k], sharding=bsh) for k in BATCH_KEYS}
+    shapes = batch_shapes(cfg.batch_size, seq, action, PLANNED_SPANS)
+    batch = {k: jax.ShapeDtypeStruct(shapes[k][0], shapes[k][1], sharding=bsh) for k in BATCH_KEYS}
     total = cfg.steps * cfg.updates_per_step
     step = make_train_step(cfg, run.policy_graphdef, run.critic_graphdef, run.optimizer, lr_schedule(cfg.optim, total))
     jitted = jax.jit(step, in_shardings=(state_sh, frozen_sh, ref_sh, {k: bsh for k in BATCH_KEYS}),

@@ -7,7 +7,10 @@ axes that the sharding rules (``spark_jax.model.sharding``) put on it. NF4 codes
 
 Activations are a model (see ``activation_bytes``): what the backward pass keeps per token
 and layer, attention scores included (our attention materialises [heads, T, T] in float32),
-plus the float32 vocabulary logits of the loss, for one micro-batch on one device.
+plus the float32 vocabulary logits of the loss, for one micro-batch on one device. With
+``ppo.kl_estimator: full`` the step also keeps the reference's float32 log-softmax at the
+action positions for the whole batch ([B / batch ways, A, V / tensor], ``reference_logprobs``)
+and PPO's loss keeps FULL_KL_BUFFERS more [A, V] float32 buffers per micro-batch row.
 
 All figures are bytes per device; GB below means 1e9 bytes.
 """
@@ -36,6 +39,11 @@ from spark_jax.rl.trainer import build_models, split_trainable
 USABLE_FRACTION = 0.9
 # float32 [T, V] buffers alive at the loss's peak: the logits, their log-softmax and its gradient.
 LOGIT_BUFFERS = 3
+# PPO with kl_estimator "full" adds, per micro-batch row, the softmax and (log p - log ref) kept
+# for the exact KL's backward and the micro-batch's slice of the reference log-softmax. Measured
+# with XLA's memory analysis on CPU (SmolLM2-135M, 4 rows x 1024, A 512; tiny): full - k3 = the
+# whole-batch reference log-softmax + 3 [A, V] float32 buffers per micro-batch row.
+FULL_KL_BUFFERS = 3
 
 
 class MeshShape:
@@ -180,7 +188,8 @@ def _split(n: int, ways: int) -> float:
 
 
 def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, tensor: int = 1, action_len: int | None = None,
-                     lora_rank: int = 0, critic: bool = False, compute_bytes: int = 4) -> float:
+                     lora_rank: int = 0, critic: bool = False, compute_bytes: int = 4,
+                     logit_buffers: int = LOGIT_BUFFERS) -> float:
     """Activation memory of one micro-batch of ``rows`` x ``seq`` tokens on one device.
 
     Per token and layer the backward pass keeps (``a`` = bytes of the compute dtype, head and
@@ -188,8 +197,8 @@ def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, ten
     q/k/v before and after RoPE, the attention output, o/gate/up/silu/product/down and the
     LoRA x @ A products, plus H * seq * (4 + a) for the float32 scores and the softmax
     probabilities. With remat only each layer's input (a * d) is kept and one layer is live
-    again during its backward. The loss adds LOGIT_BUFFERS float32 [A, V] buffers per row (A =
-``action_len``, the projected action positions, at most seq; None: seq);
+    again during its backward. The loss adds ``logit_buffers`` float32 [A, V] buffers per row
+    (A = ``action_len``, the projected action positions, at most seq; None: seq);
     the [seq, seq] boolean mask is shared by the layers. A critic runs a second backbone
     (its head is one unit, no vocabulary logits).
     """
@@ -203,7 +212,7 @@ def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, ten
         backbone *= 2
     tokens = rows * seq
     logit_rows = rows * (seq if action_len is None else min(action_len, seq))
-    return tokens * backbone + logit_rows * LOGIT_BUFFERS * 4 * vocab + rows * seq * seq
+    return tokens * backbone + logit_rows * logit_buffers * 4 * vocab + rows * seq * seq
 
 
 def kv_cache_bytes(arch: LlamaConfig, rows: int, seq: int, *, tensor: int = 1, compute_bytes: int = 4) -> float:
@@ -219,7 +228,8 @@ class BucketPlan:
     activations_no_remat: float
     activations_remat: float
     batch_arrays: float
-    total: float                # static + gradients + activations + batch arrays
+    reference_logprobs: float   # kl_estimator "full": reference log-softmax [rows, A, V] float32, whole batch
+    total: float                # static + gradients + activations + batch arrays + reference_logprobs
 
 
 @dataclasses.dataclass
@@ -260,6 +270,8 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
     step_rows_dev = cfg.batch_size / batch_ways if cfg.batch_size % batch_ways == 0 else float(cfg.batch_size)
     a = jnp.dtype(cfg.dtype).itemsize
     critic = cfg.algo == "ppo" and cfg.ppo.advantage == "value"
+    # the exact KL needs the reference's whole distribution at every action position of the batch
+    full_kl = getattr(cfg.ppo, "kl_estimator", "k3") == "full"
     leaves = run_leaves(cfg, arch)
     trainable = leaves_bytes(leaves["trainable"], mesh)
     static = {
@@ -272,15 +284,18 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
     buckets = []
     for seq in cfg.seq_buckets:
         kw = dict(tensor=tensor, lora_rank=cfg.lora.rank, critic=critic, compute_bytes=a,
-                  action_len=max(cfg.action_buckets))
+                  action_len=max(cfg.action_buckets),
+                  logit_buffers=LOGIT_BUFFERS + (FULL_KL_BUFFERS if full_kl and cfg.algo == "ppo" else 0))
         act_plain = activation_bytes(arch, rows_dev, seq, remat=False, **kw)
         act_remat = activation_bytes(arch, rows_dev, seq, remat=True, **kw)
         act = act_remat if cfg.remat else act_plain
         # input_ids, targets, attention_mask, loss_mask, action positions/mask/targets + old/ref
         # log-probs (+ advantages): 4 bytes each, counted at seq (an upper bound for the action arrays)
         batch = step_rows_dev * seq * 4 * 10
-        total = sum(static.values()) + act + batch
-        buckets.append(BucketPlan(seq, act, act_plain, act_remat, batch, total))
+        action = min(max(cfg.action_buckets), seq)
+        ref_lp = step_rows_dev * action * _split(arch.vocab_size, tensor) * 4 if full_kl else 0.0
+        total = sum(static.values()) + act + batch + ref_lp
+        buckets.append(BucketPlan(seq, act, act_plain, act_remat, batch, ref_lp, total))
     n_train = sum(math.prod(shape) for _, shape, _ in leaves["trainable"])
     return MemoryPlan(
         devices=mesh.size, mesh=tuple(cfg.mesh_shape), rows_per_device=rows_dev, **static,

@@ -148,11 +148,14 @@ def format_plan(plan, cfg, arch, device: str, memory_gb: float) -> str:
         f"  KL reference copy              {_gb(plan.reference)}",
         f"  gradients (accum + micro)      {_gb(plan.gradients)}",
         "",
-        "  bucket   activations  no remat     remat   batch     total",
+        "  bucket   activations  no remat     remat   batch  ref logp     total",
     ]
     for b in plan.buckets:
         lines.append(f"  {b.seq:6d} {_gb(b.activations)}  {_gb(b.activations_no_remat)} {_gb(b.activations_remat)}"
-                     f" {_gb(b.batch_arrays)} {_gb(b.total)}")
+                     f" {_gb(b.batch_arrays)}  {_gb(b.reference_logprobs)} {_gb(b.total)}")
+    if any(b.reference_logprobs for b in plan.buckets):
+        lines.append("  ref logp: the reference's float32 log-softmax at the action positions of the whole batch "
+                     "(ppo.kl_estimator full)")
     lines += [
         "",
         f"  KV cache to decode {cfg.batch_size} rows x {max(cfg.seq_buckets)} tokens (Stage 1 / eval, not in "

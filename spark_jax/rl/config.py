@@ -13,6 +13,8 @@ from spark_jax.rl.ppo import PPOConfig
 class OptimConfig:
     """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``; global-norm clipping.
 
+    Warmup starts at ``lr / (warmup_steps + 1)``, not 0, so the first update moves the adapters.
+
     The schedule counts optimizer updates: ``steps * ppo.ppo_epochs`` for PPO, ``steps`` for SFT.
     """
 
@@ -69,8 +71,11 @@ class HardwareConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One Stage 2 run. ``data`` is a Stage 1 run directory, ``model`` an HF directory,
-    a .gguf file or "embedded". ``batch_size`` is global (all processes), split into
-    ``grad_accum`` micro-batches. ``dtype`` is the compute dtype, ``param_dtype`` the storage."""
+    a .gguf file or "embedded". ``batch_size`` counts rows, global (all processes), split into
+    ``grad_accum`` micro-batches: with ``packing`` a row is one trajectory (all its steps in one
+    causal sequence), without it one step record. ``loss_normalization``: "tokens" (every action
+    token of the global batch weighs the same) or "records" (every step weighs the same).
+    ``dtype`` is the compute dtype, ``param_dtype`` the storage."""
 
     algo: Literal["ppo", "sft"] = "ppo"
     data: str = ""
@@ -78,7 +83,9 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 8
     grad_accum: int = 1
-    seq_buckets: tuple[int, ...] = (256, 512, 768, 1024)
+    packing: bool = True
+    loss_normalization: Literal["tokens", "records"] = "tokens"
+    seq_buckets: tuple[int, ...] = (512, 1024, 1536, 2048)
     action_buckets: tuple[int, ...] = (32, 64, 128, 256, 512)
     full_finetune: bool = False
     param_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -102,6 +109,8 @@ class TrainConfig:
             raise ValueError("batch_size and grad_accum must be >= 1")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.loss_normalization not in ("tokens", "records"):
+            raise ValueError(f"loss_normalization must be 'tokens' or 'records', got {self.loss_normalization!r}")
         if not self.seq_buckets or any(b < 2 for b in self.seq_buckets):
             raise ValueError(f"seq_buckets must be a non-empty list of lengths >= 2, got {self.seq_buckets}")
         object.__setattr__(self, "seq_buckets", tuple(sorted(set(self.seq_buckets))))
@@ -124,6 +133,8 @@ class TrainConfig:
         return self.ppo.ppo_epochs if self.algo == "ppo" else 1
 
 
-# Keys that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = frozenset({"log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save",
+# Keys that may differ between a run and its resumption. grad_accum is one: the update does not
+# depend on it (loss weights are normalised over the whole batch), and the planner may pick
+# another on a machine with more or less memory.
+RESUMABLE_DIFFERENCES = frozenset({"grad_accum", "log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save",
                                    "hardware.device", "hardware.device_memory_gb"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -23,8 +22,3 @@ class Critic(nnx.Module):
         hidden, _ = self.backbone.hidden_states(input_ids_bt, positions_bt, attention_mask_bt)
         return self.value_head(hidden.astype(jnp.float32))[..., 0]
 
-
-def state_values(values_bt: jax.Array, loss_mask_bt: jax.Array) -> jax.Array:
-    """V(s_t) [B]: the value at the last prompt token (the position predicting a_t's first token)."""
-    first = jnp.argmax(loss_mask_bt > 0, axis=-1)
-    return jnp.take_along_axis(values_bt, first[:, None], axis=-1)[:, 0]

@@ -10,7 +10,7 @@ from spark_jax.rl.config import OptimConfig
 def lr_schedule(cfg: OptimConfig, total_updates: int) -> optax.Schedule:
     warmup = min(cfg.warmup_steps, max(total_updates - 1, 0))
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else cfg.lr, peak_value=cfg.lr, warmup_steps=warmup,
+        init_value=cfg.lr / (warmup + 1), peak_value=cfg.lr, warmup_steps=warmup,
         decay_steps=max(total_updates, warmup + 1), end_value=cfg.lr * cfg.min_lr_ratio,
     )
 

@@ -1,11 +1,13 @@
 """Offline step-wise PPO losses: clipped surrogate + KL to the frozen reference (+ entropy).
 
-Pure functions of arrays, jit- and grad-friendly. Shapes: B rows (step records), T tokens,
-V vocabulary. ``mask_bt`` is 1 on action tokens (the record's a_t), 0 elsewhere; averages
-over tokens are over all action tokens of the batch ("token mean").
+Pure functions of arrays, jit- and grad-friendly. Shapes: B rows, A action positions (the
+tokens of every action span of a row), S spans per row, V vocabulary. Every loss is a
+weighted *sum* over action tokens with ``weight_ba`` (``loss_weights``): the weights of a
+whole global batch sum to 1, so gradients summed over micro-batches equal the one-batch
+gradient whatever ``grad_accum`` is (``loss_normalization``: each action token counts the
+same, or each record/step counts the same).
 
-A record's advantage is its reward, normalised over the batch by default
-(``advantages_from_rewards``); with a value head it is ``r - V(s)`` (``advantages_from_values``).
+Advantages come per span (``spark_jax.rl.advantages``) and are spread over the span's tokens.
 """
 
 from __future__ import annotations
@@ -16,45 +18,69 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+_REMOVED = {
+    ("kl_estimator", "k1"): "ppo.kl_estimator=k1 was removed from the loss: differentiated, logp - ref is plain "
+                            "unlikelihood of the data tokens, not a KL penalty; use 'full' (exact KL over the "
+                            "vocabulary) or 'k3'",
+    ("advantage", "batch_norm"): "ppo.advantage=batch_norm was removed: it standardised answer and tool steps "
+                                 "together over one batch (batch 1 gave 0, batch 2 always +-1); use "
+                                 "'running_norm' (per step group, running statistics), 'raw' or 'value'",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """PPO knobs. Defaults follow TRL/tunix where they agree (see README "Training").
+    """PPO knobs (see docs/training.md for the defaults and why).
 
     clip_eps       epsilon of the clipped surrogate (ratio clipped to [1-eps, 1+eps])
     kl_coef        beta, weight of the KL(policy || reference) penalty
-    kl_estimator   "k3" (exp(d) - d - 1 with d = ref - logp; non-negative, low variance; the
-                   tunix/GRPO choice) or "k1" (logp - ref; TRL's default)
+    kl_estimator   "full": exact KL over the vocabulary at each action position (needs the
+                   reference's log-softmax there); "k3": exp(d) - d - 1, d = ref - logp (sampled)
     entropy_coef   weight of the entropy bonus (0 = off)
     ppo_epochs     optimizer updates per batch; the first sees ratio 1 exactly
-    ratio_level    "token": one ratio per action token; "sequence": one per record, the
-                   geometric mean of its token ratios, exp(mean_t(logp - old)) (GSPO-style)
-    advantage      "batch_norm": (r - mean_B r) / (std_B r + eps); "raw": r;
-                   "value": r - V(s) from a learned value head (critic built from the policy)
-    vf_coef        weight of the value loss 0.5 (V - r)^2 (advantage="value" only)
+    ratio_level    "token": one ratio per action token; "sequence": one per span (step), the
+                   geometric mean of its token ratios (GSPO-style)
+    advantage      "running_norm": the return standardised within its group with running
+                   statistics; "raw": the return; "value": return - V(s_t) (learned critic)
+    norm_groups    "step": group by step index; "kind": tool/cot steps apart from answer steps
+    norm_decay     per-batch forgetting of the running statistics
+    gamma          discount of the return over the trajectory's later steps (0: own reward only)
+    vf_coef        weight of the value loss 0.5 (V - G)^2 (advantage="value" only)
     """
 
     clip_eps: float = 0.2
     kl_coef: float = 0.05
-    kl_estimator: Literal["k1", "k3"] = "k3"
+    kl_estimator: Literal["full", "k3"] = "full"
     entropy_coef: float = 0.0
     ppo_epochs: int = 2
     ratio_level: Literal["token", "sequence"] = "token"
-    advantage: Literal["batch_norm", "raw", "value"] = "batch_norm"
+    advantage: Literal["running_norm", "raw", "value"] = "running_norm"
+    norm_groups: Literal["step", "kind"] = "step"
+    norm_decay: float = 0.99
+    gamma: float = 1.0
     vf_coef: float = 0.1
     adv_eps: float = 1e-6
 
     def __post_init__(self):
+        for key in ("kl_estimator", "advantage"):
+            if (key, getattr(self, key)) in _REMOVED:
+                raise ValueError(_REMOVED[key, getattr(self, key)])
         if not 0 < self.clip_eps < 1:
             raise ValueError(f"ppo.clip_eps must lie in (0, 1), got {self.clip_eps}")
         if self.kl_coef < 0 or self.entropy_coef < 0 or self.vf_coef < 0:
             raise ValueError("ppo.kl_coef, ppo.entropy_coef and ppo.vf_coef must be >= 0")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"ppo.kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.kl_estimator not in ("full", "k3"):
+            raise ValueError(f"ppo.kl_estimator must be 'full' or 'k3', got {self.kl_estimator!r}")
         if self.ratio_level not in ("token", "sequence"):
             raise ValueError(f"ppo.ratio_level must be 'token' or 'sequence', got {self.ratio_level!r}")
-        if self.advantage not in ("batch_norm", "raw", "value"):
-            raise ValueError(f"ppo.advantage must be batch_norm, raw or value, got {self.advantage!r}")
+        if self.advantage not in ("running_norm", "raw", "value"):
+            raise ValueError(f"ppo.advantage must be running_norm, raw or value, got {self.advantage!r}")
+        if self.norm_groups not in ("step", "kind"):
+            raise ValueError(f"ppo.norm_groups must be 'step' or 'kind', got {self.norm_groups!r}")
+        if not 0 <= self.norm_decay < 1:
+            raise ValueError(f"ppo.norm_decay must lie in [0, 1), got {self.norm_decay}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"ppo.gamma must lie in [0, 1], got {self.gamma}")
         if self.ppo_epochs < 1:
             raise ValueError(f"ppo.ppo_epochs must be >= 1, got {self.ppo_epochs}")
 
@@ -66,11 +92,8 @@ def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
 
 
 def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
-    """log p(targets[b, t] | logits[b, t]) [B, T], float32.
-
-    As logit[target] - logsumexp(logits): no [B, T, V] log-softmax is built, which made the
-    SmolLM2 LoRA train step (1 x 512 tokens, 2 CPU cores) 7% faster (5.92 -> 5.52 s).
-    """
+    """log p(targets[b, t] | logits[b, t]) [B, T], float32, as logit[target] - logsumexp
+    (no [B, T, V] log-softmax is built)."""
     logits_btv = logits_btv.astype(jnp.float32)
     picked = jnp.take_along_axis(logits_btv, targets_bt[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return picked - jax.nn.logsumexp(logits_btv, axis=-1)
@@ -82,102 +105,99 @@ def token_entropy(logits_btv: jax.Array) -> jax.Array:
     return -(jnp.exp(logp) * logp).sum(-1)
 
 
-def kl_estimate(logp_bt: jax.Array, ref_logp_bt: jax.Array, estimator: str) -> jax.Array:
-    """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs."""
-    if estimator == "k1":
-        return logp_bt - ref_logp_bt
-    if estimator == "k3":
-        d = ref_logp_bt - logp_bt
-        return jnp.exp(d) - d - 1.0
-    raise ValueError(f"unknown KL estimator {estimator!r} (use 'k1' or 'k3')")
+def k3_kl(logp_bt: jax.Array, ref_logp_bt: jax.Array) -> jax.Array:
+    """Sampled estimate of KL(policy || reference) per token: exp(d) - d - 1, d = ref - logp (>= 0)."""
+    d = ref_logp_bt - logp_bt
+    return jnp.exp(d) - d - 1.0
 
 
-def advantages_from_rewards(reward_b: jax.Array, normalise: bool, eps: float = 1e-6) -> jax.Array:
-    """The record's reward as its advantage, standardised over the batch when ``normalise``."""
-    reward_b = reward_b.astype(jnp.float32)
-    if not normalise:
-        return reward_b
-    return (reward_b - reward_b.mean()) / (reward_b.std() + eps)
+def full_kl(logits_btv: jax.Array, ref_logprobs_btv: jax.Array) -> jax.Array:
+    """Exact KL(policy || reference) over the vocabulary at each position [B, T] (nats)."""
+    logp = jax.nn.log_softmax(logits_btv.astype(jnp.float32), axis=-1)
+    return (jnp.exp(logp) * (logp - jax.lax.stop_gradient(ref_logprobs_btv))).sum(-1)
 
 
-def advantages_from_values(reward_b: jax.Array, value_b: jax.Array) -> jax.Array:
-    """A = r - V(s): one-step return minus the critic's estimate (no gradient into the critic)."""
-    return reward_b.astype(jnp.float32) - jax.lax.stop_gradient(value_b.astype(jnp.float32))
+def loss_weights(action_mask_ba: jax.Array, action_span_ba: jax.Array, span_mask_bs: jax.Array,
+                 normalization: str) -> jax.Array:
+    """Per-token loss weights [B, A] that sum to 1 over the batch given (the *global* batch).
+
+    "tokens": 1 / (action tokens in the batch); "records": 1 / (spans in the batch) spread
+    evenly over each span's tokens, so every step counts the same whatever its length.
+    """
+    mask = action_mask_ba.astype(jnp.float32)
+    if normalization == "tokens":
+        return mask / jnp.maximum(mask.sum(), 1.0)
+    if normalization == "records":
+        per_span = span_sum(mask, action_span_ba, mask, span_mask_bs.shape[-1])  # tokens per span [B, S]
+        tokens = jnp.take_along_axis(per_span, action_span_ba, axis=-1)
+        return mask / jnp.maximum(tokens, 1.0) / jnp.maximum(span_mask_bs.sum(), 1.0)
+    raise ValueError(f"unknown loss normalization {normalization!r} (use 'tokens' or 'records')")
 
 
-def value_loss(value_b: jax.Array, reward_b: jax.Array) -> jax.Array:
-    return 0.5 * jnp.mean((value_b.astype(jnp.float32) - reward_b.astype(jnp.float32)) ** 2)
+def span_sum(x_ba: jax.Array, span_ba: jax.Array, mask_ba: jax.Array, num_spans: int) -> jax.Array:
+    """Sum of x over each span's tokens [B, S]."""
+    onehot = jax.nn.one_hot(span_ba, num_spans, dtype=jnp.float32) * mask_ba.astype(jnp.float32)[..., None]
+    return jnp.einsum("ba,bas->bs", x_ba.astype(jnp.float32), onehot)
 
 
 def ppo_loss(
-    logp_bt: jax.Array,
-    old_logp_bt: jax.Array,
-    ref_logp_bt: jax.Array,
-    advantages_b: jax.Array,
-    mask_bt: jax.Array,
+    logp_ba: jax.Array,
+    old_logp_ba: jax.Array,
+    adv_ba: jax.Array,
+    weight_ba: jax.Array,
+    kl_ba: jax.Array,
     cfg: PPOConfig,
-    entropy_bt: jax.Array | None = None,
+    *,
+    action_span_ba: jax.Array | None = None,
+    num_spans: int = 1,
+    entropy_ba: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Clipped surrogate + kl_coef * KL - entropy_coef * entropy, and metrics.
+    """Clipped surrogate + kl_coef * KL - entropy_coef * entropy, each a ``weight_ba`` sum.
 
-    ``old_logp_bt`` (policy at the start of the PPO iteration) and ``ref_logp_bt`` (frozen
-    base) carry no gradient. Returns (scalar loss, dict of scalar metrics).
+    ``old_logp_ba`` (the policy at the start of this batch's PPO iteration) and ``adv_ba`` (the
+    span's advantage on each of its tokens) carry no gradient; ``kl_ba`` is the per-token KL
+    (``full_kl`` or ``k3_kl``). Metrics are weighted sums too (add them over micro-batches),
+    except ``ratio_max``/``ratio_min`` (take the max/min).
     """
-    mask = mask_bt.astype(jnp.float32)
-    old = jax.lax.stop_gradient(old_logp_bt)
-    ref = jax.lax.stop_gradient(ref_logp_bt)
-    adv = jax.lax.stop_gradient(advantages_b.astype(jnp.float32))
+    w = weight_ba.astype(jnp.float32)
+    live = w > 0
+    old = jax.lax.stop_gradient(old_logp_ba)
+    adv = jax.lax.stop_gradient(adv_ba.astype(jnp.float32))
     lo, hi = 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps
-    log_ratio_bt = logp_bt - old
+    log_ratio = logp_ba - old
     if cfg.ratio_level == "token":
-        ratio = jnp.exp(log_ratio_bt)
-        unclipped = -adv[:, None] * ratio
-        clipped = -adv[:, None] * jnp.clip(ratio, lo, hi)
-        pg_loss = masked_mean(jnp.maximum(unclipped, clipped), mask)
-        clip_frac = masked_mean((clipped > unclipped).astype(jnp.float32), mask)
-        ratio_stats_mask = mask
+        ratio = jnp.exp(log_ratio)
     else:
-        has_tokens = (mask.sum(-1) > 0).astype(jnp.float32)
-        ratio = jnp.exp(masked_mean(log_ratio_bt, mask, axis=-1))  # [B]
-        unclipped = -adv * ratio
-        clipped = -adv * jnp.clip(ratio, lo, hi)
-        pg_loss = masked_mean(jnp.maximum(unclipped, clipped), has_tokens)
-        clip_frac = masked_mean((clipped > unclipped).astype(jnp.float32), has_tokens)
-        ratio_stats_mask = has_tokens
-    kl = masked_mean(kl_estimate(logp_bt, ref, cfg.kl_estimator), mask)
+        ones = live.astype(jnp.float32)
+        per_span = span_sum(log_ratio, action_span_ba, ones, num_spans) / jnp.maximum(
+            span_sum(ones, action_span_ba, ones, num_spans), 1.0)
+        ratio = jnp.exp(jnp.take_along_axis(per_span, action_span_ba, axis=-1))
+    unclipped = -adv * ratio
+    clipped = -adv * jnp.clip(ratio, lo, hi)
+    pg_loss = (w * jnp.maximum(unclipped, clipped)).sum()
+    kl = (w * kl_ba).sum()
     loss = pg_loss + cfg.kl_coef * kl
-    metrics = {}
-    if entropy_bt is not None:
-        entropy = masked_mean(entropy_bt, mask)
-        loss = loss - cfg.entropy_coef * entropy
-        metrics["entropy"] = entropy
-    big = jnp.finfo(jnp.float32).max
     sg = jax.lax.stop_gradient
+    big = jnp.finfo(jnp.float32).max
+    metrics = {}
+    if entropy_ba is not None:
+        entropy = (w * entropy_ba).sum()
+        loss = loss - cfg.entropy_coef * entropy
+        metrics["entropy"] = sg(entropy)
     metrics.update(
-        loss=loss,
-        pg_loss=pg_loss,
-        kl=kl,
-        clip_frac=sg(clip_frac),
-        approx_kl=sg(masked_mean(0.5 * log_ratio_bt ** 2, mask)),
-        ratio_mean=sg(masked_mean(ratio, ratio_stats_mask)),
-        ratio_max=sg(jnp.max(jnp.where(ratio_stats_mask > 0, ratio, -big))),
-        ratio_min=sg(jnp.min(jnp.where(ratio_stats_mask > 0, ratio, big))),
+        loss=sg(loss),
+        pg_loss=sg(pg_loss),
+        kl=sg(kl),
+        clip_frac=sg((w * (clipped > unclipped)).sum()),
+        approx_kl=sg((w * 0.5 * log_ratio ** 2).sum()),
+        ratio_mean=sg((w * ratio).sum()),
+        ratio_max=sg(jnp.max(jnp.where(live, ratio, -big))),
+        ratio_min=sg(jnp.min(jnp.where(live, ratio, big))),
     )
     return loss, metrics
 
 
-def ppo_loss_from_logits(
-    logits_btv: jax.Array,
-    targets_bt: jax.Array,
-    old_logp_bt: jax.Array,
-    ref_logp_bt: jax.Array,
-    advantages_b: jax.Array,
-    mask_bt: jax.Array,
-    cfg: PPOConfig,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """:func:`ppo_loss` on the policy's logits (entropy from the full distribution)."""
-    logp = token_logprobs(logits_btv, targets_bt)
-    entropy = token_entropy(logits_btv)
-    if cfg.entropy_coef == 0.0:
-        entropy = jax.lax.stop_gradient(entropy)  # a metric only: no backward pass through it
-    return ppo_loss(logp, old_logp_bt, ref_logp_bt, advantages_b, mask_bt, cfg, entropy)
+def value_loss(value_bs: jax.Array, return_bs: jax.Array, span_weight_bs: jax.Array) -> jax.Array:
+    """0.5 (V(s_t) - G_t)^2 summed with ``span_weight_bs`` (1 / spans in the global batch)."""
+    err = value_bs.astype(jnp.float32) - return_bs.astype(jnp.float32)
+    return 0.5 * (span_weight_bs * err * err).sum()

@@ -5,12 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from spark_jax.rl.ppo import masked_mean, token_logprobs
 
-
-def sft_loss(logits_btv: jax.Array, targets_bt: jax.Array, loss_mask_bt: jax.Array) -> tuple[jax.Array, dict]:
-    """Mean negative log-likelihood over the action tokens (mask 1), and metrics."""
-    logp = token_logprobs(logits_btv, targets_bt)
-    mask = loss_mask_bt.astype(jnp.float32)
-    loss = -masked_mean(logp, mask)
-    return loss, {"loss": loss, "nll": loss, "action_tokens": mask.sum()}
+def sft_loss(logp_ba: jax.Array, weight_ba: jax.Array) -> tuple[jax.Array, dict]:
+    """Negative log-likelihood of the action tokens as a ``weight_ba`` sum (the weights of the
+    global batch sum to 1, see ``spark_jax.rl.ppo.loss_weights``), and metrics."""
+    loss = -(weight_ba.astype(jnp.float32) * logp_ba).sum()
+    return loss, {"loss": jax.lax.stop_gradient(loss), "nll": jax.lax.stop_gradient(loss)}

@@ -1,19 +1,24 @@
 """The jitted train step: PPO (or SFT) updates over one batch, as a pure function.
 
-State pytree: ``{"params", "opt_state", "step", "rng"}`` where ``params`` is
-``{"policy": trainable State, ["critic": trainable State]}``. Frozen weights (the base under
-LoRA, or the whole reference policy under full fine-tuning) come in as separate arguments.
+State pytree: ``{"params", "opt_state", "step", "rng", "adv_stats"}`` where ``params`` is
+``{"policy": trainable State, ["critic": trainable State]}`` and ``adv_stats`` holds the running
+return statistics of ``spark_jax.rl.advantages``. Frozen weights (the base under LoRA, or the
+whole reference policy under full fine-tuning) come in as separate arguments.
 
-One call = one batch: the batch is cut into ``grad_accum`` micro-batches; a first pass computes
-the reference log-probs (adapters off, or the frozen initial weights) and the advantages; then
-``ppo_epochs`` optimizer updates each accumulate gradients over the micro-batches in a
-``lax.scan``. The old log-probs (the policy snapshot at the start of this PPO iteration) are
-the first update's own forward pass, held without gradient: its parameters are the snapshot,
-so a separate forward pass for them would compute the same numbers (the first update sees
-ratio 1 exactly). Metrics are means over epochs and micro-batches.
+One call = one batch (``spark_jax.data.pipeline``: rows of action spans). The batch is cut into
+``grad_accum`` micro-batches; a first pass computes the reference log-probs (adapters off, or
+the frozen initial weights; with ``kl_estimator: full`` also the reference log-softmax at the
+action positions) and the critic's values; the per-span advantages are then computed on the
+whole batch; then ``ppo_epochs`` optimizer updates each add up gradients over the
+micro-batches in a ``lax.scan``. Loss weights are normalised over the whole batch
+(``spark_jax.rl.ppo.loss_weights``), so the update does not depend on ``grad_accum``.
 
-Log-probs, masks and losses live on the batch's ``action_positions`` ([B, A], see
-``spark_jax.data.pipeline``): only those rows of the hidden states are projected onto the vocabulary.
+"Old" log-probs are those of the policy at the start of this batch (the snapshot), not of the
+policy that wrote the data: they are the first update's own forward pass, held without
+gradient (its parameters are the snapshot, so the first update sees ratio 1 exactly).
+
+Log-probs, masks and losses live on the batch's ``action_positions`` ([B, A]): only those rows
+of the hidden states are projected onto the vocabulary.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ import optax
 from flax import nnx
 
 from spark_jax.model.llama import positions_from_mask
+from spark_jax.rl import advantages as adv_lib
 from spark_jax.rl import ppo as ppo_lib
 from spark_jax.rl.adapters import adapters_off
 from spark_jax.rl.config import TrainConfig
-from spark_jax.rl.critic import state_values
 from spark_jax.rl.sft import sft_loss
 
-BATCH_KEYS = ("input_ids", "targets", "attention_mask", "loss_mask", "reward", "action_positions", "action_mask")
+BATCH_KEYS = ("input_ids", "targets", "attention_mask", "action_positions", "action_mask", "action_span",
+              "span_start", "span_mask", "span_return", "span_reward", "span_kind", "span_step")
+# Metrics combined over micro-batches by max / min; every other metric is a weighted sum.
+_MAX_METRICS, _MIN_METRICS = ("ratio_max",), ("ratio_min",)
+KIND_NAMES = ("tool", "cot", "answer")  # span_kind 0, 1, 2 (spark_jax.data.packing)
 
 
 def split_micro(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
@@ -51,6 +60,14 @@ def merge_micro(micro: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {k: v.swapaxes(0, 1).reshape((-1,) + v.shape[2:]) for k, v in micro.items()}
 
 
+def combine_micro(ms: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-micro-batch metrics [n] -> batch metrics: sums, except max/min metrics."""
+    out = {}
+    for k, v in ms.items():
+        out[k] = v.max(0) if k in _MAX_METRICS else v.min(0) if k in _MIN_METRICS else v.sum(0)
+    return out
+
+
 def make_train_step(
     cfg: TrainConfig,
     policy_graphdef: nnx.GraphDef,
@@ -62,11 +79,11 @@ def make_train_step(
     pcfg = cfg.ppo
     use_lora = cfg.lora.rank > 0
     use_critic = cfg.algo == "ppo" and pcfg.advantage == "value"
+    full_kl = pcfg.kl_estimator == "full"
     accum = cfg.grad_accum
 
     def policy_logits(params, frozen, mb):
-        """Logits [b, A, V] at the action positions only: the vocabulary projection and its
-        log-softmax (and their backward) cost A rows instead of T."""
+        """Logits [b, A, V] at the action positions only."""
         model = nnx.merge(policy_graphdef, params, frozen)
         mask = mb["attention_mask"]
         hidden, _ = model.hidden_states(mb["input_ids"], positions_from_mask(mask, mask.shape), mask)
@@ -74,53 +91,71 @@ def make_train_step(
         return model.project(picked)
 
     def critic_value(params, frozen, mb):
+        """V(s_t) [b, S]: the value at the last token of each span's state."""
         model = nnx.merge(critic_graphdef, params, frozen)
-        return state_values(model(mb["input_ids"], None, mb["attention_mask"]), mb["loss_mask"])
+        values = model(mb["input_ids"], None, mb["attention_mask"])
+        return jnp.take_along_axis(values, mb["span_start"], axis=1)
 
     def prepare(params, frozen, ref, mb):
         ref_params = adapters_off(params["policy"]) if use_lora else ref
-        out = {"ref_logp": ppo_lib.token_logprobs(policy_logits(ref_params, frozen["policy"], mb), mb["action_targets"])}
+        ref_logits = policy_logits(ref_params, frozen["policy"], mb)
+        out = {"ref_logp": ppo_lib.token_logprobs(ref_logits, mb["action_targets"])}
+        if full_kl:
+            out["ref_logprobs"] = jax.nn.log_softmax(ref_logits.astype(jnp.float32), axis=-1)
         if use_critic:
             out["old_value"] = critic_value(params["critic"], frozen["critic"], mb)
         return out
+
+    def kl_tokens(logits, logp, mb):
+        if full_kl:
+            return ppo_lib.full_kl(logits, mb["ref_logprobs"])
+        return ppo_lib.k3_kl(logp, mb["ref_logp"])
 
     def loss_fn(params, frozen, mb, old_logp, first_update):
         """(loss, (metrics, log-probs [b, A] without gradient)); ``old_logp`` is ignored in the
         first update, whose own log-probs are the snapshot's."""
         logits = policy_logits(params["policy"], frozen["policy"], mb)
-        mask = mb["action_mask"]
+        w = mb["weight"]
         logp = ppo_lib.token_logprobs(logits, mb["action_targets"])
         sg_logp = jax.lax.stop_gradient(logp)
         if cfg.algo == "sft":
-            loss, m = sft_loss(logits, mb["action_targets"], mask)
+            loss, m = sft_loss(logp, w)
             sg_logits = jax.lax.stop_gradient(logits)
-            m["entropy"] = ppo_lib.masked_mean(ppo_lib.token_entropy(sg_logits), mask)
-            m["kl"] = ppo_lib.masked_mean(ppo_lib.kl_estimate(sg_logp, mb["ref_logp"], pcfg.kl_estimator), mask)
+            m["entropy"] = (w * ppo_lib.token_entropy(sg_logits)).sum()
+            m["kl"] = (w * kl_tokens(sg_logits, sg_logp, mb)).sum()
             return loss, (m, sg_logp)
         old_logp = jnp.where(first_update, sg_logp, old_logp)
-        loss, m = ppo_lib.ppo_loss_from_logits(
-            logits, mb["action_targets"], old_logp, mb["ref_logp"], mb["adv"], mask, pcfg)
+        entropy = ppo_lib.token_entropy(logits)
+        if pcfg.entropy_coef == 0.0:
+            entropy = jax.lax.stop_gradient(entropy)  # a metric only: no backward pass through it
+        loss, m = ppo_lib.ppo_loss(logp, old_logp, mb["adv"], w, kl_tokens(logits, logp, mb), pcfg,
+                                   action_span_ba=mb["action_span"], num_spans=mb["span_mask"].shape[-1],
+                                   entropy_ba=entropy)
         if use_critic:
-            vl = ppo_lib.value_loss(critic_value(params["critic"], frozen["critic"], mb), mb["reward"])
+            vl = ppo_lib.value_loss(critic_value(params["critic"], frozen["critic"], mb), mb["span_return"],
+                                    mb["span_weight"])
             loss = loss + pcfg.vf_coef * vl
             m["value_loss"] = vl
-            m["loss"] = loss
+            m["loss"] = jax.lax.stop_gradient(loss)
         return loss, (m, sg_logp)
-
-    def advantages(batch, prep):
-        r = batch["reward"]
-        if pcfg.advantage == "value":
-            return ppo_lib.advantages_from_values(r, prep["old_value"])
-        return ppo_lib.advantages_from_rewards(r, pcfg.advantage == "batch_norm", pcfg.adv_eps)
 
     def step(state, frozen, ref, batch):
         batch = {k: batch[k] for k in BATCH_KEYS}
         batch["action_targets"] = jnp.take_along_axis(batch["targets"], batch["action_positions"], axis=1)
+        batch["weight"] = ppo_lib.loss_weights(batch["action_mask"], batch["action_span"], batch["span_mask"],
+                                               cfg.loss_normalization)
+        batch["span_weight"] = batch["span_mask"] / jnp.maximum(batch["span_mask"].sum(), 1.0)
         micro = split_micro(batch, accum)
         prep = jax.lax.map(lambda mb: prepare(state["params"], frozen, ref, mb), micro)
-        flat_prep = merge_micro(prep)
+        adv_stats = state["adv_stats"]
         if cfg.algo == "ppo":
-            prep["adv"] = split_micro({"adv": advantages(batch, flat_prep)}, accum)["adv"]
+            value = merge_micro({"v": prep["old_value"]})["v"] if use_critic else None
+            adv_bs, adv_stats = adv_lib.span_advantages(
+                batch["span_return"], batch["span_kind"], batch["span_step"], batch["span_mask"], adv_stats,
+                method=pcfg.advantage, groups=pcfg.norm_groups, decay=pcfg.norm_decay, eps=pcfg.adv_eps,
+                value_bs=value)
+            adv_ba = jnp.take_along_axis(adv_bs, batch["action_span"], axis=1) * batch["action_mask"]
+            prep["adv"] = split_micro({"adv": adv_ba}, accum)["adv"]
         micro = {**micro, **prep}
         epochs = cfg.updates_per_step
 
@@ -135,12 +170,12 @@ def make_train_step(
                 return jax.tree.map(jnp.add, gsum, g), (m, logp)
 
             zeros = jax.tree.map(jnp.zeros_like, params)
-            gsum, (ms, logp) = jax.lax.scan(one_micro, zeros, (micro, old_logp))
-            grads = jax.tree.map(lambda g: g / accum, gsum)
+            # the loss weights of the whole batch sum to 1: micro-batch gradients add up
+            grads, (ms, logp) = jax.lax.scan(one_micro, zeros, (micro, old_logp))
             grad_norm = optax.global_norm(grads)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-            ms = jax.tree.map(lambda x: x.mean(0), ms)
+            ms = combine_micro(ms)
             ms["grad_norm"] = grad_norm
             old_logp = jnp.where(first_update, logp, old_logp)  # the snapshot, for later updates
             return (params, opt_state, old_logp), ms
@@ -151,13 +186,25 @@ def make_train_step(
         metrics = jax.tree.map(lambda x: x.mean(0), ms)
         if cfg.algo == "ppo":
             metrics["clip_frac_last_epoch"] = ms["clip_frac"][-1]
-            metrics["adv_std"] = prep["adv"].std()
+            # what the updates bought on this batch: the surrogate's gain over the snapshot (0 with one epoch)
+            metrics["surrogate_gain"] = ms["pg_loss"][0] - ms["pg_loss"][-1]
+            live = batch["span_mask"] > 0
+            metrics["adv_mean"] = jnp.where(live, adv_bs, 0.0).sum() / jnp.maximum(live.sum(), 1)
+            metrics["adv_std"] = jnp.sqrt(jnp.where(live, (adv_bs - metrics["adv_mean"]) ** 2, 0.0).sum()
+                                          / jnp.maximum(live.sum(), 1))
         metrics["lr"] = schedule(state["step"] * epochs)
-        metrics["reward_mean"] = batch["reward"].mean()
+        span_mask = batch["span_mask"]
+        metrics["records"] = span_mask.sum()
+        metrics["reward_mean"] = (batch["span_reward"] * span_mask).sum() / jnp.maximum(span_mask.sum(), 1.0)
+        for kind, name in enumerate(KIND_NAMES):
+            of_kind = span_mask * (batch["span_kind"] == kind)
+            metrics[f"records_{name}"] = of_kind.sum()
+            metrics[f"reward_sum_{name}"] = (batch["span_reward"] * of_kind).sum()
         metrics["action_tokens"] = batch["action_mask"].sum()
         metrics["tokens"] = batch["attention_mask"].sum()
         rng, _ = jax.random.split(state["rng"])
-        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng}
+        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng,
+                     "adv_stats": adv_stats}
         return new_state, metrics
 
     return step
@@ -169,4 +216,5 @@ def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) 
         "opt_state": optimizer.init(params),
         "step": jnp.zeros((), jnp.int32),
         "rng": jax.random.PRNGKey(seed),
+        "adv_stats": adv_lib.init_stats(),
     }

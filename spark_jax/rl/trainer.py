@@ -32,7 +32,7 @@ from spark_jax.rl.checkpointing import RunCheckpoints, abstract_like
 from spark_jax.rl.config import RESUMABLE_DIFFERENCES, TrainConfig
 from spark_jax.rl.critic import Critic
 from spark_jax.rl.optim import lr_schedule, make_optimizer
-from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step
+from spark_jax.rl.steps import BATCH_KEYS, KIND_NAMES, init_state, make_train_step
 from spark_jax.storage import is_remote, local_stage1_run, run_path
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,12 @@ class Trainer:
         self.data, self.data_stats = build_input(
             local_stage1_run(cfg.data), self.tokenizer, batch_size=cfg.batch_size // pc, buckets=cfg.seq_buckets,
             seed=cfg.seed, process_index=pi, process_count=pc, action_buckets=cfg.action_buckets,
+            packing=cfg.packing, gamma=cfg.ppo.gamma,
         )
+        log.info("training rows: %d (%d of %d records%s), %d input tokens", self.data_stats.rows,
+                 self.data_stats.kept_records, self.data_stats.records,
+                 f", {self.data_stats.trajectories} trajectories packed" if cfg.packing else "",
+                 self.data_stats.tokens)
         self._batch_sharding = batch_sharding(mesh, (cfg.batch_size,))
         step_fn = make_train_step(cfg, self.policy_graphdef, self.critic_graphdef, self.optimizer, self.schedule)
         ref_sh = None if self.ref is None else state_shardings(self.ref, mesh)
@@ -305,8 +310,12 @@ class Trainer:
             "lr": m.pop("lr"),
             "grad_norm": m.pop("grad_norm"),
             "tokens_per_s": m["tokens"] * self.cfg.updates_per_step / dt,
+            "records_per_s": m["records"] / dt,
             "step_time_s": dt,
         }
+        for name in KIND_NAMES:  # the data's own reward per step kind (None: no such step in the batch)
+            n, total = m.pop(f"records_{name}"), m.pop(f"reward_sum_{name}")
+            row[f"reward_{name}"] = total / n if n else None
         row.update(m)
         return row
 

@@ -13,12 +13,12 @@ from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.trainer import Trainer
 
 CONFIG = pathlib.Path(__file__).parents[2] / "configs" / "tiny.yaml"
-TIMING = {"tokens_per_s", "step_time_s"}
+TIMING = {"tokens_per_s", "records_per_s", "step_time_s"}
 
 
 def tiny_cfg(model_dir, run_dir, *overrides):
     # one bucket: one compilation per trainer keeps these tests fast
-    return load_config(TrainConfig, CONFIG, [f"model={model_dir}", f"data={run_dir}", "seq_buckets=[128]",
+    return load_config(TrainConfig, CONFIG, [f"model={model_dir}", f"data={run_dir}", "seq_buckets=[256]",
                                              *overrides])
 
 
