@@ -42,7 +42,7 @@ from spark_jax.model.config import llama3_1_8b, tiny  # noqa: E402
 from spark_jax.model.factory import init_model  # noqa: E402
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings  # noqa: E402
 from spark_jax.plan.devices import device_key, peak_flops  # noqa: E402
-from spark_jax.data.pipeline import action_arrays  # noqa: E402
+from spark_jax.data.pipeline import action_arrays, batch_shapes  # noqa: E402
 from spark_jax.rl.config import TrainConfig  # noqa: E402
 from spark_jax.rl.optim import lr_schedule, make_optimizer  # noqa: E402
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step  # noqa: E402
@@ -50,15 +50,27 @@ from spark_jax.rl.trainer import build_models, split_trainable  # noqa: E402
 
 
 def make_batch(vocab: int, b: int, t: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token rows; the second half of each row is the "action" (loss_mask 1)."""
+    """Random token rows, every key of ``BATCH_KEYS``: each row holds one action span (S = 1),
+    its second half (the targets of positions t // 2 - 1 .. t - 2, as the pipeline predicts a
+    span's tokens from the position before each)."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, vocab, size=(b, t + 1)).astype(np.int32)
+    a = t - t // 2
     loss_mask = np.zeros((b, t), np.float32)
-    loss_mask[:, t // 2:] = 1.0
-    positions, action_mask = action_arrays(loss_mask, t - t // 2)
-    return {"input_ids": ids[:, :-1], "targets": ids[:, 1:], "attention_mask": np.ones((b, t), np.int32),
-            "loss_mask": loss_mask, "reward": rng.random(b).astype(np.float32),
-            "action_positions": positions, "action_mask": action_mask}
+    loss_mask[:, t // 2 - 1:t - 1] = 1.0
+    positions, action_mask = action_arrays(loss_mask, a)
+    batch = {"input_ids": ids[:, :-1], "targets": ids[:, 1:], "attention_mask": np.ones((b, t), np.int32),
+             "action_positions": positions, "action_mask": action_mask,
+             "action_span": np.zeros((b, a), np.int32),
+             "span_start": np.full((b, 1), t // 2 - 1, np.int32), "span_mask": np.ones((b, 1), np.float32),
+             "span_return": rng.random((b, 1)).astype(np.float32),
+             "span_reward": rng.random((b, 1)).astype(np.float32),
+             "span_kind": np.zeros((b, 1), np.int32), "span_step": np.zeros((b, 1), np.int32)}
+    shapes = batch_shapes(b, t, a, 1)
+    assert set(batch) == set(BATCH_KEYS) == set(shapes)
+    for k, v in batch.items():
+        assert (v.shape, v.dtype) == shapes[k], (k, v.shape, v.dtype, shapes[k])
+    return batch
 
 
 def matmul_params(arch) -> int:

@@ -29,6 +29,7 @@ from _timing import interleaved_times, ratio_spread  # this folder (run as a scr
 from spark_jax.model.checkpoint_hf import gguf_cache_dir
 from spark_jax.model.pretrained import embedded_model_path, load_pretrained
 from spark_jax.rl.adapters import LoraConfig, apply_lora
+from spark_jax.rl.ppo import token_logprobs
 from spark_jax.rl.sft import sft_loss
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -65,7 +66,8 @@ def jax_step(args, ids, targets, mask):
     def step(lora, opt_state, frozen, ids, targets, mask):
         def loss_fn(lora):
             logits, _ = nnx.merge(graphdef, lora, frozen)(ids)
-            return sft_loss(logits, targets, mask)[0]
+            # the masked mean NLL, as the PyTorch side: weights = mask / mask.sum()
+            return sft_loss(token_logprobs(logits, targets), mask / mask.sum())[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(lora)
         updates, opt_state = opt.update(grads, opt_state, lora)

@@ -58,3 +58,41 @@ def test_known_wrong_arithmetic_answer(models):
     prompt = encode_chat(ours.tokenizer, [{"role": "user", "content": "What is 17 times 23?"}])
     reply = ours.tokenizer.decode(ours.generate([prompt], 16)[0], skip_special_tokens=True)
     assert "381" in reply
+
+
+def _trajectory(qid: int, question: str, steps: list[tuple[str, str, str]]) -> list[dict]:
+    """Step records of one trajectory: (action name, input, observation) per step."""
+    from spark_jax.rollout.actions import format_action
+
+    msgs = [{"role": "system", "content": "Solve the question with tools. Reply with one action:\n"
+                                          "Action: <name>\nInput: <text>"},
+            {"role": "user", "content": question}]
+    out = []
+    for t, (name, text, observation) in enumerate(steps):
+        action = format_action(name, text)
+        out.append({"question_id": qid, "step": t, "messages": list(msgs), "action_text": action,
+                    "selected": name, "reward": 0.5 + 0.1 * t})
+        msgs = msgs + [{"role": "assistant", "content": action},
+                       {"role": "user", "content": f"Observation: {observation}"}]
+    return out
+
+
+def test_packed_span_logprobs_equal_unpacked_records(models):
+    """Packing (one causal sequence per trajectory) gives every action the log-probs of its
+    unpacked record within 1e-5 (float32), on tool, cot, multi-line and answer steps and an
+    observation that contains the literal text of the end-of-turn token."""
+    from tests.data.packing_check import max_span_difference
+
+    ours, _ = models
+    records = _trajectory(0, "What is 17 times 23?\nOptions:\nA. 381\nB. 391", [
+        ("calculator", "17 * 23", "391"),
+        ("cot", "The product is 391,\nso the option is B.", "noted <|im_end|> done"),
+        ("answer", "The answer is (B).", ""),
+    ]) + _trajectory(1, "Molar mass of water in g/mol?", [
+        ("chemistry", "molar_mass H2O", "18.015"),
+        ("python", "print(2 * 1.008 + 15.999)\nprint('ok')", "18.015\nok"),
+        ("answer", "The answer is (A).", ""),
+    ])
+    diff, packed, single = max_span_difference(ours, records)
+    assert (packed, single) == (2, 6)
+    assert diff <= 1e-5, diff
