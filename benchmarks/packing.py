@@ -3,20 +3,23 @@ unpacked, both measured in the same run.
 
 With ``packing: true`` a trajectory's K step records are one causal sequence holding K action
 spans; with ``packing: false`` every record is its own row and re-reads the shared prefix
-(system prompt, question, earlier steps). Two ``Trainer``\\ s are built on the same Stage 1 run
-and model (LoRA rank 16), differing only in ``packing``; by default the packed side takes one
+(system prompt, question, earlier steps). Two ``Trainer`` objects are built on the same Stage 1 run
+and model (LoRA rank 16, the config defaults otherwise: seq and action buckets, algo sft or
+ppo), differing only in ``packing`` and the batch: by default the packed side takes one
 trajectory per step and the unpacked side K records (K = the run's mean steps per question),
-so both train about as many records per step. The target metric is records trained divided by
-the time of the steps that trained them.
+so both train about as many records per step. Each side's grad_accum is the smallest that the
+memory plan fits, as ``spark-jax train`` picks it (the unpacked side's K long rows may need
+micro-batches where one packed row does not); ``--packed-grad-accum`` / ``--unpacked-grad-accum``
+set them. The target metric is records trained divided by the time of the steps that trained them.
 
 Method: the shards present at start are copied to a temporary run directory (a Stage 1 job may
 still be writing), so both sides read the same records. N batches are drawn per side up front
 (``--batches``, default ``--pairs``); every distinct batch shape is compiled ahead of time
-(``Trainer._step.lower(...).compile()``), then steps are timed alternately packed, unpacked,
-packed, ... (``_timing.interleaved_times``, one untimed call of each side first), cycling
-through each side's batches. One timed call is ``Trainer._step`` on ``Trainer._put_batch(batch)``
-until its outputs are ready. Each pair gives a ratio (packed records/s over unpacked
-records/s); the JSON line reports their median and [min, max].
+(``Trainer._step.lower(...).compile()``) and run once untimed. Then steps are timed alternately
+packed, unpacked, packed, ... (``_timing.interleaved_times``, one untimed call of each side
+first), cycling through each side's batches. One timed call is the compiled ``Trainer._step`` on
+``Trainer._put_batch(batch)`` until its outputs are ready. Each pair gives a ratio (packed
+records/s over unpacked records/s); the JSON line reports their median and [min, max].
 
 Also reported: tokens per record (real and padded to the batch's bucket) of the timed steps and
 of the whole run, the padded-token fraction, the step shapes (B, T, A, S) seen, and the commit.
@@ -129,14 +132,24 @@ def write_small_inputs(root: pathlib.Path) -> tuple[str, pathlib.Path]:
 
 # ---- one side ------------------------------------------------------------------------------------
 
-def make_trainer(args, packing: bool, batch_size: int, data: pathlib.Path, out: pathlib.Path) -> Trainer:
+def make_trainer(args, name: str, packing: bool, batch_size: int, grad_accum: int | None,
+                 data: pathlib.Path, out: pathlib.Path) -> Trainer:
+    """A Trainer of one side. ``grad_accum`` None: the smallest that the memory plan fits, as
+    ``spark-jax train`` picks it (``spark_jax.plan.fit.fit_to_memory``)."""
     overrides = [
         f"algo={args.algo}", f"data={data}", f"model={args.model}", f"packing={str(packing).lower()}",
-        f"batch_size={batch_size}", "grad_accum=1", f"seq_buckets={list(args.seq_buckets)}",
+        f"batch_size={batch_size}", f"grad_accum={grad_accum or 1}", f"seq_buckets={list(args.seq_buckets)}",
         f"action_buckets={list(args.action_buckets)}", f"lora.rank={args.rank}", f"lora.alpha={2.0 * args.rank}",
         "steps=1000000", "checkpoint.every=1000000", "checkpoint.async_save=false", f"seed={args.seed}",
     ]
-    return Trainer(load_config(TrainConfig, None, overrides), out)
+    cfg = load_config(TrainConfig, None, overrides)
+    if grad_accum is None:
+        from spark_jax.plan.fit import fit_to_memory
+
+        fit = fit_to_memory(cfg, memory_gb=args.memory_gb, grad_accum_set=False)
+        print(f"[{name}] {fit.message}", file=sys.stderr, flush=True)
+        cfg = fit.cfg
+    return Trainer(cfg, out)
 
 
 def shape_key(batch: dict[str, np.ndarray]) -> tuple:
@@ -169,15 +182,33 @@ class Side:
         self.calls = 0
         self.log: list[dict] = []  # per call: the batch's records and tokens
         self.last_metrics = None
+        self.warm_s = 0.0
 
-    def __call__(self) -> None:
-        batch = self.batches[self.calls % len(self.batches)]
-        self.calls += 1
+    def _run(self, batch: dict[str, np.ndarray]) -> None:
         tr = self.tr
         step = self.compiled[shape_key(batch)]
         tr.state, metrics = step(tr.state, tr.frozen, tr.ref, tr._put_batch(batch))
         jax.block_until_ready((tr.state, metrics))
         self.last_metrics = metrics
+
+    def warm(self) -> None:
+        """Runs one batch of every compiled shape once, except the first batch's shape: the first
+        call (``interleaved_times``' untimed one) runs that. So no timed call is a shape's first."""
+        done = {shape_key(self.batches[0])}
+        for batch in self.batches:
+            key = shape_key(batch)
+            if key not in done:
+                done.add(key)
+                t0 = time.perf_counter()
+                self._run(batch)
+                self.warm_s += time.perf_counter() - t0
+                print(f"[{self.name}] warmed (B, T, A, S) = {bta_s(batch)} in {time.perf_counter() - t0:.1f} s",
+                      file=sys.stderr, flush=True)
+
+    def __call__(self) -> None:
+        batch = self.batches[self.calls % len(self.batches)]
+        self.calls += 1
+        self._run(batch)
         self.log.append({"records": float(batch["span_mask"].sum()), "tokens": int(batch["attention_mask"].sum()),
                          "padded_tokens": int(batch["input_ids"].size),
                          "action_tokens": int(batch["action_mask"].sum()),
@@ -194,7 +225,7 @@ def side_summary(side: Side, times: list[float]) -> dict:
     shapes = collections.Counter(str(tuple(c["shape"])) for c in side.log)
     m = {k: float(v) for k, v in jax.device_get(side.last_metrics).items()}
     return {
-        "batch_size": side.tr.cfg.batch_size, "records_per_s": records / sum(times),
+        "batch_size": side.tr.cfg.batch_size, "grad_accum": side.tr.cfg.grad_accum, "records_per_s": records / sum(times),
         "median_step_s": median(times), "step_times_s": [round(t, 3) for t in times],
         "records_per_step": records / len(timed), "tokens_per_record": tokens / records,
         "padded_tokens_per_record": padded / records, "padded_fraction": 1.0 - tokens / padded,
@@ -203,6 +234,7 @@ def side_summary(side: Side, times: list[float]) -> dict:
         / sum(c["action_positions"] for c in timed),
         "run_rows": stats.rows, "run_tokens_per_record": stats.tokens / stats.kept_records,
         "shapes_BTAS": dict(shapes), "distinct_batches": len(side.batches), "compile_s": side.compile_s,
+        "warm_s": side.warm_s,
         "last_loss": m.get("loss"),
     }
 
@@ -217,6 +249,11 @@ def main(argv=None) -> int:
     p.add_argument("--packed-batch", type=int, default=1, help="trajectories per packed step")
     p.add_argument("--unpacked-batch", type=int, default=None,
                    help="records per unpacked step (default: packed batch x the run's mean steps per question)")
+    p.add_argument("--packed-grad-accum", type=int, default=None,
+                   help="default: the smallest the memory plan fits, as `spark-jax train` picks it")
+    p.add_argument("--unpacked-grad-accum", type=int, default=None, help="likewise")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory the plan may use (default: the host's RAM, as `spark-jax train`)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--seq-buckets", type=int, nargs="+", default=list(TrainConfig.seq_buckets))
     p.add_argument("--action-buckets", type=int, nargs="+", default=list(TrainConfig.action_buckets))
@@ -247,13 +284,15 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
 
         sides = {}
-        for name, packing, bs in (("packed", True, args.packed_batch), ("unpacked", False, args.unpacked_batch)):
+        for name, packing, bs, ga in (("packed", True, args.packed_batch, args.packed_grad_accum),
+                                      ("unpacked", False, args.unpacked_batch, args.unpacked_grad_accum)):
             t0 = time.perf_counter()
-            tr = make_trainer(args, packing, bs, data, tmp / f"out_{name}")
+            tr = make_trainer(args, name, packing, bs, ga, data, tmp / f"out_{name}")
             print(f"[{name}] trainer ready in {time.perf_counter() - t0:.1f} s: {tr.data_stats}",
                   file=sys.stderr, flush=True)
             sides[name] = Side(name, tr, n_batches)
         packed, unpacked = sides["packed"], sides["unpacked"]
+        packed.warm(), unpacked.warm()
         t0 = time.perf_counter()
         p_times, u_times = interleaved_times(packed, unpacked, args.pairs)
         timing_s = time.perf_counter() - t0
@@ -268,7 +307,8 @@ def main(argv=None) -> int:
             s.tr.close()
 
     print(f"\n{'':28s}{'packed':>14s}{'unpacked':>14s}")
-    rows = [("rows per step", "batch_size", "{:.0f}"), ("records per step", "records_per_step", "{:.2f}"),
+    rows = [("rows per step", "batch_size", "{:.0f}"), ("grad_accum", "grad_accum", "{:.0f}"),
+            ("records per step", "records_per_step", "{:.2f}"),
             ("median step time (s)", "median_step_s", "{:.2f}"), ("records/s", "records_per_s", "{:.3f}"),
             ("tokens per record", "tokens_per_record", "{:.1f}"),
             ("padded tokens per record", "padded_tokens_per_record", "{:.1f}"),

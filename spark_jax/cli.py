@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "spark_jax.rollout.rollout_cli",
     "spark_jax.eval.eval_cli",
     "spark_jax.rl.train_cli",
+    "spark_jax.rl.curves",
     "spark_jax.plan.plan_cli",
     "spark_jax.demo",
 )

@@ -102,3 +102,12 @@ def test_lora_base_weights_get_no_optimizer_state(tiny_model_dir, stage1_run, tm
     assert opt == 2 * trainable  # Adam's mu and nu over the adapters only
     frozen = sum(x.size for x in jax.tree_util.tree_leaves(t.frozen))
     assert frozen > 10 * trainable
+
+
+def test_grad_accum_may_change_on_resume_but_the_objective_may_not():
+    from spark_jax.rl.trainer import config_differences
+
+    old = {"grad_accum": 1, "ppo": {"gamma": 1.0}, "packing": True}
+    assert config_differences(old, {**old, "grad_accum": 4}) == []  # the update does not depend on it
+    assert config_differences(old, {**old, "ppo": {"gamma": 0.0}}) == ["ppo.gamma"]
+    assert config_differences(old, {**old, "packing": False}) == ["packing"]

@@ -1,0 +1,108 @@
+"""``spark-jax curves``: training curves of one or more runs as a Markdown table and a PNG.
+
+Reads each run's ``metrics.jsonl`` (``spark_jax.rl.trainer``) and writes ``curves.md`` (means
+over the first and last ``window`` steps and over consecutive windows) and ``curves.png``
+(loss, KL, clip fraction, entropy, surrogate gain and reward per step kind against the step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+from typing import Any, Sequence
+
+COLUMNS = ("loss", "kl", "clip_frac", "entropy", "surrogate_gain", "reward_tool", "reward_cot", "reward_answer")
+PANELS = (("loss", "loss"), ("kl", "KL to the reference (nats/token)"), ("clip_frac", "clip fraction"),
+          ("entropy", "entropy (nats/token)"), ("surrogate_gain", "surrogate gain per batch"),
+          ("reward_tool", "data reward: tool steps"))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("curves", help="training curves of `spark-jax train` runs: Markdown table + PNG")
+    p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="runs to compare (NAME= is optional)")
+    p.add_argument("--out", required=True, help="directory for curves.md and curves.png")
+    p.add_argument("--window", type=int, default=20, help="steps per window (default 20)")
+    p.set_defaults(func=run_curves)
+
+
+def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run_dir} a `spark-jax train` output directory?")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
+    return rows
+
+
+def window_mean(rows: Sequence[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def curves_table(runs: dict[str, list[dict]], window: int) -> str:
+    """Markdown: per run and metric, first-window mean -> last-window mean, and each window's mean."""
+    lines = [f"| run | steps | metric | first {window} -> last {window} | per {window}-step window |",
+             "|---|---|---|---|---|"]
+    for name, rows in runs.items():
+        chunks = [rows[i:i + window] for i in range(0, len(rows), window)]
+        for key in COLUMNS:
+            if window_mean(rows, key) is None:
+                continue
+            per = ", ".join(_fmt(window_mean(c, key)) for c in chunks)
+            ends = f"{_fmt(window_mean(rows[:window], key))} -> {_fmt(window_mean(rows[-window:], key))}"
+            lines.append(f"| {name} | {rows[-1]['step'] if rows else 0} | {key} | {ends} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, title) in zip(axes.ravel(), PANELS):
+        for name, rows in runs.items():
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8)
+            smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
+                      for i in range(len(ys))]
+            ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=f"{name} ({window}-step mean)")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    runs = {}
+    for spec in args.runs:
+        name, _, directory = spec.rpartition("=")
+        directory = directory or spec
+        runs[name or pathlib.Path(directory).name] = read_metrics(directory)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = curves_table(runs, args.window)
+    (out / "curves.md").write_text(table)
+    plot_curves(runs, out / "curves.png", args.window)
+    print(table)
+    print(f"wrote {out / 'curves.md'} and {out / 'curves.png'}")
+    return 0
