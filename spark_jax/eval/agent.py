@@ -16,8 +16,9 @@ Two ways to choose the action:
 
 * ``generate``: the policy writes the whole action (free generation, greedy by default).
 * ``score``: the ten action headers ``Action: <name>\\nInput:`` are ranked by the policy's
-  summed log-probability after the prompt, and the policy then writes only the input. Cheaper
-  and never a format error in the header.
+  summed log-probability after the prompt (one prefill of the state, the headers as short
+  continuations against its cache; the ten log-probs are kept per step in ``header_logprobs``),
+  and the policy then writes only the input. Never a format error in the header.
 
 All questions advance in lockstep, so each step is one batched ``generate`` (and, in score
 mode, one batched ``logits``) call for every question still running.
@@ -65,6 +66,7 @@ class _Episode:
     question: Mapping[str, Any]
     messages: list[dict[str, str]]
     actions: list[str] = dataclasses.field(default_factory=list)
+    header_logprobs: list[dict[str, float]] = dataclasses.field(default_factory=list)  # score mode, per step
     turns: int = 0  # policy messages written, format errors included
     format_errors: int = 0
     final_text: str | None = None
@@ -124,21 +126,11 @@ class PolicyAgent:
         return list(self.model.tokenizer(f"Action: {name}\nInput:", add_special_tokens=False)["input_ids"])
 
     def score_actions(self, prompt_ids: Sequence[int]) -> dict[str, float]:
-        """Summed log-probability of each action header after ``prompt_ids`` (one logits call)."""
+        """Summed log-probability of each action header after ``prompt_ids``: one prefill of the
+        prompt, then the ten headers as short continuations against its cache."""
         names = action_names()
-        headers = [self._header_ids(n) for n in names]
-        seqs = [list(prompt_ids) + h for h in headers]
-        width = max(len(s) for s in seqs)
-        ids = np.zeros((len(seqs), width), np.int32)
-        mask = np.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = s
-            mask[i, :len(s)] = 1
-        p = len(prompt_ids)
-        # Only the header positions are normalised: the prompt's rows (most of [10, T, V]) are not needed.
-        span = self.model.logits(ids, mask)[:, p - 1:p - 1 + max(len(h) for h in headers)]
-        logp = span - _logsumexp(span)
-        return {n: float(sum(logp[i, j, t] for j, t in enumerate(h))) for i, (n, h) in enumerate(zip(names, headers))}
+        scores = self.model.score_continuations(list(prompt_ids), [self._header_ids(n) for n in names])
+        return {n: float(sum(s)) for n, s in zip(names, scores)}
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -173,7 +165,7 @@ class PolicyAgent:
                 "question_id": q["question_id"], "category": q["category"], "model": self.name, "pred": pred,
                 "correct": pred is not None and pred == q["answer"], "actions": ep.actions + [ANSWER],
                 "steps": ep.turns + int(ep.forced), "format_errors": ep.format_errors, "forced_answer": ep.forced,
-                "transcript": ep.messages,
+                "policy_turns": ep.turns, "header_logprobs": ep.header_logprobs, "transcript": ep.messages,
             })
         return rows
 
@@ -183,8 +175,9 @@ class PolicyAgent:
         if self.config.mode == "generate":
             return self._decode(prompt_ids, self.config.max_action_tokens)
         chosen = []
-        for ids in prompt_ids:
+        for ep, ids in zip(active, prompt_ids):
             scores = self.score_actions(ids)
+            ep.header_logprobs.append(scores)
             chosen.append(max(scores, key=scores.get))
         heads = [ids + self._header_ids(name) for ids, name in zip(prompt_ids, chosen)]
         bodies = self._decode(heads, self.config.max_action_tokens)
@@ -213,7 +206,3 @@ class PolicyAgent:
         ep.messages.append(prompts.observation_message(result.ok, result.output, result.error,
                                                        self.config.observation_chars))
 
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True))

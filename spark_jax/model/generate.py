@@ -165,3 +165,24 @@ def trim_outputs(tokens_bn, eos_ids, limit: int) -> list[list[int]]:
                 break
         rows.append(kept)
     return rows
+
+
+def continuation_logprobs(model: Llama, prompt_ids_1p: jax.Array, prompt_mask_1p: jax.Array,
+                          cont_ids_nh: jax.Array, cont_mask_nh: jax.Array) -> jax.Array:
+    """Log-probs [N, H] (float32, 0 on padding) of N short continuations of one prompt.
+
+    The left-padded prompt [1, P] is prefilled once; its cache is shared by the N right-padded
+    continuations [N, H], which run as one [N, H] pass over it. Only the continuation positions
+    are projected onto the vocabulary: token j's log-prob comes from the hidden state before it
+    (the prompt's last one for j = 0).
+    """
+    n, h = cont_ids_nh.shape
+    p = prompt_ids_1p.shape[1]
+    state = prefill(model, prompt_ids_1p, prompt_mask_1p, max_new_tokens=h)
+    positions = state.next_pos[:, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
+    hidden, _ = model.hidden_states(cont_ids_nh, jnp.broadcast_to(positions, (n, h)), cont_mask_nh,
+                                    state.cache.broadcast(n), live_slots=p + h)
+    before = jnp.concatenate([jnp.broadcast_to(state.last_hidden, (n, 1, hidden.shape[-1])), hidden[:, :-1]], axis=1)
+    logits = model.project(before)
+    picked = jnp.take_along_axis(logits, cont_ids_nh[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return (picked - jax.nn.logsumexp(logits, axis=-1)) * cont_mask_nh.astype(jnp.float32)

@@ -192,6 +192,38 @@ class PretrainedModel:
         )
         return fn(self.state, ids_bt, mask_bt)
 
+    def score_continuations(self, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per-token log-probs of each continuation after ``prompt_ids``: one prefill of the prompt,
+        then all continuations against its cache (``generate.continuation_logprobs``)."""
+        if not prompt_ids or not continuations or not all(continuations):
+            raise ValueError("score_continuations needs a non-empty prompt and non-empty continuations")
+        pb, n, hb = length_bucket(len(prompt_ids)), len(continuations), bucket(max(map(len, continuations)), minimum=8)
+        prompt = np.zeros((1, pb), np.int32)
+        prompt_mask = np.zeros((1, pb), np.int32)
+        prompt[0, pb - len(prompt_ids):] = prompt_ids
+        prompt_mask[0, pb - len(prompt_ids):] = 1
+        conts = np.zeros((n, hb), np.int32)
+        cont_mask = np.zeros((n, hb), np.int32)
+        for i, c in enumerate(continuations):
+            conts[i, :len(c)] = c
+            cont_mask[i, :len(c)] = 1
+        self._check_ids(prompt)
+        self._check_ids(conts)
+        graphdef = self.graphdef
+
+        def run(state, prompt_1p, prompt_mask_1p, conts_nh, cont_mask_nh):
+            return gen.continuation_logprobs(nnx.merge(graphdef, state), prompt_1p, prompt_mask_1p, conts_nh,
+                                             cont_mask_nh)
+
+        rep = (lambda: replicated(self.mesh))
+        fn = self._jit(("score", pb, n, hb), run, lambda: (self._state_shardings(), rep(), rep(), rep(), rep()), rep)
+        out = np.asarray(jax.device_get(fn(self.state, *(self._put_replicated(a) for a in
+                                                         (prompt, prompt_mask, conts, cont_mask)))))
+        return [out[i, :len(c)].tolist() for i, c in enumerate(continuations)]
+
+    def _put_replicated(self, arr: np.ndarray):
+        return jnp.asarray(arr) if self.mesh is None else jax.device_put(arr, replicated(self.mesh))
+
     # ---- generation -----------------------------------------------------------------------
 
     def generate(
