@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "spark_jax.rl.curves",
     "spark_jax.plan.plan_cli",
     "spark_jax.demo",
+    "spark_jax.experiment",
 )
 
 

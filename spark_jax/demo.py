@@ -94,7 +94,7 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     """Runs (or resumes) every stage into ``out``; returns the evaluation summary."""
     from spark_jax.data import mmlu_pro
     from spark_jax.eval.agent import AgentConfig
-    from spark_jax.eval.eval_cli import evaluate_systems, write_trajectories
+    from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, write_report
     from spark_jax.judge import JudgeConfig, build_judge
     from spark_jax.model.pretrained import load_pretrained

@@ -75,23 +75,9 @@ def select_questions(data: str, split: str, *, questions_path: str | None = None
     return [by_id[i] for i in ids], f"{split}: {per_category} per category from {data} (seed {seed})"
 
 
-def evaluate_systems(systems, questions, agent_config, *, progress: bool = True) -> list[dict[str, Any]]:
-    """Rows for every (name, PretrainedModel-or-loader) system on the same questions."""
-    from tqdm.auto import tqdm
-
-    from spark_jax.eval.agent import PolicyAgent
-
-    rows: list[dict[str, Any]] = []
-    for name, get_model in systems:
-        model = get_model()
-        bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress)
-        rows += PolicyAgent(model, agent_config, name=name).run(questions, progress=bar)
-        bar.close()
-    return rows
-
-
 def _eval(args: argparse.Namespace) -> int:
     from spark_jax.eval.agent import AgentConfig
+    from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, summary_table, write_report
     from spark_jax.model.pretrained import load_pretrained
 
@@ -123,11 +109,3 @@ def _trained(run_dir: pathlib.Path):
     from spark_jax.rl.export import pretrained_from_run
 
     return pretrained_from_run(run_dir)
-
-
-def write_trajectories(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            if r.get("transcript") is not None:
-                f.write(json.dumps({"question_id": r["question_id"], "model": r["model"],
-                                    "transcript": r["transcript"]}) + "\n")

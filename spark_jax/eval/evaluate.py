@@ -1,0 +1,30 @@
+"""Evaluation as a library call: every system on the same questions, one prediction row each."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Sequence
+
+
+def evaluate_systems(systems, questions, agent_config, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Rows for every (name, PretrainedModel-or-loader) system on the same questions."""
+    from tqdm.auto import tqdm
+
+    from spark_jax.eval.agent import PolicyAgent
+
+    rows: list[dict[str, Any]] = []
+    for name, get_model in systems:
+        model = get_model()
+        bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress)
+        rows += PolicyAgent(model, agent_config, name=name).run(questions, progress=bar)
+        bar.close()
+    return rows
+
+
+def write_trajectories(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            if r.get("transcript") is not None:
+                f.write(json.dumps({"question_id": r["question_id"], "model": r["model"],
+                                    "transcript": r["transcript"]}) + "\n")
