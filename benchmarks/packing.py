@@ -22,7 +22,9 @@ first), cycling through each side's batches. One timed call is the compiled ``Tr
 records/s over unpacked records/s); the JSON line reports their median and [min, max].
 
 Also reported: tokens per record (real and padded to the batch's bucket) of the timed steps and
-of the whole run, the padded-token fraction, the step shapes (B, T, A, S) seen, and the commit.
+of the whole run, the padded-token fraction, the shapes (B, T, A, S) of the timed steps (each
+pair's too: pairs of different buckets explain most of the spread of the pair ratios), and the
+commit.
 
     PYTHONPATH=. .venv/bin/python benchmarks/packing.py --data /work/runs/s1_real [--pairs 5] [--algo sft|ppo]
     PYTHONPATH=. .venv/bin/python benchmarks/packing.py --small     # tiny random model, synthetic run (tests)
@@ -222,11 +224,12 @@ def side_summary(side: Side, times: list[float]) -> dict:
     tokens = sum(c["tokens"] for c in timed)
     padded = sum(c["padded_tokens"] for c in timed)
     stats = side.tr.data_stats
-    shapes = collections.Counter(str(tuple(c["shape"])) for c in side.log)
+    shapes = collections.Counter(str(tuple(c["shape"])) for c in timed)
     m = {k: float(v) for k, v in jax.device_get(side.last_metrics).items()}
     return {
-        "batch_size": side.tr.cfg.batch_size, "grad_accum": side.tr.cfg.grad_accum, "records_per_s": records / sum(times),
-        "median_step_s": median(times), "step_times_s": [round(t, 3) for t in times],
+        "batch_size": side.tr.cfg.batch_size, "grad_accum": side.tr.cfg.grad_accum,
+        "records_per_s": records / sum(times), "median_step_s": median(times),
+        "step_times_s": [round(t, 3) for t in times],
         "records_per_step": records / len(timed), "tokens_per_record": tokens / records,
         "padded_tokens_per_record": padded / records, "padded_fraction": 1.0 - tokens / padded,
         "action_positions_per_record": sum(c["action_positions"] for c in timed) / records,
@@ -261,6 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="tiny random model + synthetic trajectories (seconds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    commit, dirty = git_commit()  # of the code that runs (taken before the long part)
 
     with tempfile.TemporaryDirectory(prefix="packing_bench_") as tmp:
         tmp = pathlib.Path(tmp)
@@ -302,7 +306,6 @@ def main(argv=None) -> int:
         p_spr = [t / c["records"] for t, c in zip(p_times, packed.log[1:])]
         u_spr = [t / c["records"] for t, c in zip(u_times, unpacked.log[1:])]
         ratios = [u / q for q, u in zip(p_spr, u_spr)]
-        commit, dirty = git_commit()
         for s in sides.values():
             s.tr.close()
 
@@ -320,7 +323,8 @@ def main(argv=None) -> int:
         print(f"{label:28s}{fmt.format(p_sum[key]):>14s}{fmt.format(u_sum[key]):>14s}")
     print(f"{'shapes (B, T, A, S)':28s}  packed {p_sum['shapes_BTAS']}  unpacked {u_sum['shapes_BTAS']}")
     print(f"ratio packed/unpacked records/s: median {median(ratios):.3f}, pairs "
-          f"{[round(r, 3) for r in ratios]}\n")
+          f"{[round(r, 3) for r in ratios]} (packed T, unpacked T: "
+          f"{[(q['shape'][1], u['shape'][1]) for q, u in zip(packed.log[1:], unpacked.log[1:])]})\n")
     print(json.dumps({
         "benchmark": "packing_train_step_records", "algo": args.algo, "model": args.model if not args.small
         else "tiny-random", "small": args.small, "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
@@ -330,7 +334,10 @@ def main(argv=None) -> int:
         "records_per_s_packed": p_sum["records_per_s"], "records_per_s_unpacked": u_sum["records_per_s"],
         "ratio_packed_over_unpacked": median(ratios), "ratio_min_max": ratio_spread(p_spr, u_spr),
         "pair_ratios": [round(r, 4) for r in ratios],
-        "tokens_per_record_packed": p_sum["tokens_per_record"], "tokens_per_record_unpacked": u_sum["tokens_per_record"],
+        "pair_shapes_BTAS": [[list(q["shape"]), list(u["shape"])]
+                             for q, u in zip(packed.log[1:], unpacked.log[1:])],
+        "tokens_per_record_packed": p_sum["tokens_per_record"],
+        "tokens_per_record_unpacked": u_sum["tokens_per_record"],
         "padded_tokens_per_record_packed": p_sum["padded_tokens_per_record"],
         "padded_tokens_per_record_unpacked": u_sum["padded_tokens_per_record"],
         "padded_fraction_packed": p_sum["padded_fraction"], "padded_fraction_unpacked": u_sum["padded_fraction"],

@@ -68,9 +68,11 @@ DEFAULT_ACTION_BUCKETS = (32, 64, 128, 256, 512)
 
 
 def action_length(longest_action: int, action_buckets: Sequence[int], length: int) -> int:
-    """A: the smallest action bucket >= ``longest_action``, capped at the batch length T."""
+    """A: the smallest action bucket >= ``longest_action`` (past the largest, a multiple of it),
+    capped at the batch length T."""
     fitting = [b for b in sorted(action_buckets) if b >= longest_action]
-    return min(fitting[0], length) if fitting else length
+    largest = max(action_buckets)
+    return min(fitting[0] if fitting else -(-longest_action // largest) * largest, length)
 
 
 def action_arrays(loss_mask_bt: np.ndarray, a: int) -> tuple[np.ndarray, np.ndarray]:

@@ -186,7 +186,8 @@ def test_action_positions_list_the_loss_mask_in_order(chat_tokenizer):
 def test_action_length_is_a_bucket_capped_at_the_batch_length():
     assert pl.action_length(20, (32, 64), 512) == 32
     assert pl.action_length(20, (32, 64), 24) == 24  # never longer than the sequence
-    assert pl.action_length(100, (32, 64), 512) == 512  # past the largest bucket: the whole row
+    assert pl.action_length(100, (32, 64), 512) == 128  # past the largest bucket: a multiple of it
+    assert pl.action_length(100, (32, 64), 96) == 96
     with pytest.raises(ValueError, match="row 0 has 3 action tokens"):
         pl.action_arrays(np.ones((1, 5), np.float32)[:, :3], 2)
 
