@@ -215,7 +215,10 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
             out: pathlib.Path, n: int) -> dict[str, Any]:
     from spark_jax.eval.report import write_report
 
-    return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", meta={
+    # each arm against its own training labels; the base model against the first selection's (rarity-first)
+    label_counts = {"base": labels[cfg.selections[0]]["usage_counts"]}
+    label_counts.update({arm_name(arm): labels[arm.partition(ARM_SEPARATOR)[2]]["usage_counts"] for arm in cfg.arms})
+    return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", label_counts=label_counts, meta={
         "model": cfg.model, "held-out questions": n, "policy actions before the forced answer": cfg.eval_steps,
         "label entropy (bits)": {s: labels[s]["selection_entropy_bits"] for s in labels},
         "config": json.dumps(dataclasses.asdict(cfg)),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
-from spark_jax.eval.metrics import MMLU_PRO_CATEGORIES, summarize
+from spark_jax.eval.metrics import LABEL_SMOOTHING, MMLU_PRO_CATEGORIES, NO_TOOL_CALLS, TOOL_ACTIONS, summarize
 
-PLOTS = ("accuracy_by_category.png", "actions_heatmap.png", "entropy.png")
+PLOTS = ("accuracy_by_category.png", "actions_heatmap.png", "entropy.png", "actions_by_system.png")
+PREDICTION_KEYS = ("question_id", "category", "model", "pred", "correct", "actions", "steps", "format_errors",
+                   "forced_answer", "policy_turns", "header_logprobs")
 
 
 def load_reference_predictions(
@@ -54,30 +57,64 @@ def _fmt_num(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _fmt_interval(x: float | None, ci: Sequence[float] | None, fmt) -> str:
+    if x is None:
+        return "-"
+    return fmt(x) + ("" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]")
+
+
+def _fmt_entropy(s: Mapping[str, Any]) -> str:
+    if s["tool_entropy_bits"] is None:
+        return s["tool_entropy_reason"] if s["tool_entropy_reason"] == NO_TOOL_CALLS else "-"
+    return _fmt_interval(s["tool_entropy_bits"], s["tool_entropy_ci95"], _fmt_num)
+
+
+def _fmt_actions(s: Mapping[str, Any]) -> str:
+    if not s["has_trajectories"]:
+        return "-"
+    return ", ".join(f"{a} {c}" for a, c in s["action_counts"].items()) or "none"
+
+
+SUMMARY_HEADER = ("| system | questions | accuracy (%) [95% CI] | tool entropy (bits) [95% CI] | tool calls / question "
+                  "| format errors (% of policy turns) | actions |")
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """A Markdown table: one row per system with accuracy, entropy, steps, tool calls, errors."""
-    lines = [
-        "| system | questions | accuracy (%) | tool entropy (bits) | avg steps | avg tool calls | format errors (%) | no answer |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """A Markdown table, one row per system: questions, accuracy [Wilson 95%], tool entropy
+    [bootstrap 95%] or "no tool calls", tool calls per question, format errors, action counts."""
+    lines = [SUMMARY_HEADER, "|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         lines.append(
-            f"| {name} | {s['n']} | {_fmt_pct(s['accuracy'])} | {_fmt_num(s['entropy_bits'])} | "
-            f"{_fmt_num(s['avg_steps'])} | {_fmt_num(s['avg_tool_calls'])} | {_fmt_pct(s['format_error_rate'])} | "
-            f"{s['no_answer']} |"
+            f"| {name} | {s['questions']} | {_fmt_interval(s['accuracy'], s['accuracy_ci95'], _fmt_pct)} | "
+            f"{_fmt_entropy(s)} | {_fmt_num(s['tool_calls_per_question'])} | {_fmt_pct(s['format_error_rate'])} | "
+            f"{_fmt_actions(s)} |"
         )
+    return "\n".join(lines)
+
+
+def choice_table(summary: Mapping[str, Any]) -> str:
+    """Header entropy (score mode) and KL to the training labels per system; "" when neither exists."""
+    names = [n for n, s in summary.items()
+             if s["header_entropy_bits"] is not None or s["kl_to_labels_bits"] is not None]
+    if not names:
+        return ""
+    lines = [f"| system | header entropy (bits, max {math.log2(len(TOOL_ACTIONS) + 1):.2f}) "
+             "| KL(system ‖ training labels) (bits) |", "|---|---|---|"]
+    for n in names:
+        s = summary[n]
+        lines.append(f"| {n} | {_fmt_num(s['header_entropy_bits'])} | {_fmt_num(s['kl_to_labels_bits'])} |")
     return "\n".join(lines)
 
 
 def category_table(summary: Mapping[str, Any], categories: Sequence[str] = MMLU_PRO_CATEGORIES) -> str:
     names = list(summary)
+    traj = [n for n in names if summary[n]["has_trajectories"]]
     lines = ["| category | " + " | ".join(f"{n} acc (%)" for n in names) + " | "
-             + " | ".join(f"{n} H (bits)" for n in names if summary[n]["entropy_bits"] is not None) + " |"]
-    lines.append("|---" * (1 + len(names) + sum(summary[n]["entropy_bits"] is not None for n in names)) + "|")
+             + " | ".join(f"{n} H (bits)" for n in traj) + " |"]
+    lines.append("|---" * (1 + len(names) + len(traj)) + "|")
     for cat in categories:
         accs = [_fmt_pct(summary[n]["per_category"][cat]["accuracy"]) for n in names]
-        ents = [_fmt_num(summary[n]["per_category"][cat]["entropy_bits"]) for n in names
-                if summary[n]["entropy_bits"] is not None]
+        ents = [_fmt_num(summary[n]["per_category"][cat]["entropy_bits"]) for n in traj]
         lines.append(f"| {cat} | " + " | ".join(accs) + " | " + " | ".join(ents) + " |")
     return "\n".join(lines)
 
@@ -89,25 +126,45 @@ def write_report(
     title: str = "spark-jax evaluation",
     meta: Mapping[str, Any] | None = None,
     categories: Sequence[str] = MMLU_PRO_CATEGORIES,
+    label_counts: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Writes the report files and returns the summary (``report.json``'s ``systems``)."""
+    """Writes the report files and returns the summary (``report.json``'s ``systems``).
+
+    ``label_counts``, ``n_boot``, ``seed``: as :func:`spark_jax.eval.metrics.summarize`.
+    """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rows, categories)
+    summary = summarize(rows, categories, label_counts=label_counts, n_boot=n_boot, seed=seed)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps({k: r.get(k) for k in ("question_id", "category", "model", "pred", "correct",
-                                                       "actions", "steps", "format_errors")}) + "\n")
+            f.write(json.dumps({k: r.get(k) for k in PREDICTION_KEYS}) + "\n")
     report = {"title": title, "meta": dict(meta or {}), "systems": summary}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     _plot(out, summary, categories)
     md = [f"# {title}", ""]
     for k, v in (meta or {}).items():
         md.append(f"- {k}: {v}")
-    md += ["", "## Summary", "", summary_table(summary), "", "## By category", "", category_table(summary, categories), ""]
+    md += ["", "## Summary", "", summary_table(summary), "",
+           f"Accuracy: Wilson 95% interval. Tool entropy: entropy of the pooled non-answer actions, 95% percentile "
+           f"bootstrap over questions ({n_boot} resamples, seed {seed}). Format errors: per action message the "
+           "policy wrote (a forced final answer is not one).", ""]
+    choice = choice_table(summary)
+    if choice:
+        md += ["## Action choice", "",
+               "Header entropy: softmax over the ten action headers' log-probs per step, averaged over a question's "
+               f"steps, then over questions (score mode). KL: to the training labels, {LABEL_SMOOTHING} added to "
+               "every label count, `answer` excluded.", "", choice, ""]
+    md += ["## By category", "", category_table(summary, categories), ""]
     md += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
     (out / "report.md").write_text("\n".join(md))
     return summary
+
+
+def _action_order(summary: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    used = {a for n in names for a in summary[n]["action_counts"]}
+    return [a for a in TOOL_ACTIONS if a in used] + sorted(used - set(TOOL_ACTIONS))
 
 
 def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[str]) -> None:
@@ -134,13 +191,13 @@ def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[st
     fig.savefig(out / PLOTS[0], dpi=110)
     plt.close(fig)
 
-    traj = [n for n in names if summary[n]["entropy_bits"] is not None]
-    actions = sorted({a for n in traj for a in summary[n]["actions"]})
+    traj = [n for n in names if summary[n]["has_trajectories"]]
+    actions = _action_order(summary, traj)
     fig, axes = plt.subplots(1, max(1, len(traj)), figsize=(4.2 * max(1, len(traj)) + 1, 5.5), squeeze=False)
     im = None
     for col, (ax, name) in enumerate(zip(axes[0], traj or [None])):
-        if name is None or not actions:
-            ax.text(0.5, 0.5, "no tool actions", ha="center", va="center")
+        if name is None or not summary[name]["action_counts"]:
+            ax.text(0.5, 0.5, f"{name or ''}\nno tool calls", ha="center", va="center")
             ax.axis("off")
             continue
         grid = np.array([[summary[name]["per_category"][c]["actions"].get(a, 0) for a in actions] for c in categories],
@@ -155,14 +212,52 @@ def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[st
     fig.savefig(out / PLOTS[1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ents = [summary[n]["entropy_bits"] for n in traj]
-    ax.bar(traj, ents, color="tab:purple")
-    if actions:
-        ax.axhline(np.log2(len(actions)), ls="--", c="gray", lw=1, label=f"max for {len(actions)} actions")
-        ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(traj) + 2), 4.5))
+    pos = np.arange(len(traj))
+    ents = np.array([summary[n]["tool_entropy_bits"] or 0.0 for n in traj])
+    lo = np.array([ents[i] - (summary[n]["tool_entropy_ci95"] or [ents[i]] * 2)[0] for i, n in enumerate(traj)])
+    hi = np.array([(summary[n]["tool_entropy_ci95"] or [ents[i]] * 2)[1] - ents[i] for i, n in enumerate(traj)])
+    has = np.array([summary[n]["tool_entropy_bits"] is not None for n in traj], dtype=bool)
+    max_h = np.log2(len(TOOL_ACTIONS))
+    if has.any():
+        ax.bar(pos[has], ents[has], color="tab:purple", yerr=[lo[has], hi[has]], capsize=5, ecolor="black",
+               label="entropy, 95% bootstrap interval")
+    for i in np.flatnonzero(has):
+        ax.text(pos[i] + 0.05, ents[i] + hi[i] + 0.03 * max_h, f"{ents[i]:.2f}", ha="left", va="bottom", fontsize=8)
+    for i in np.flatnonzero(~has):
+        ax.text(pos[i], 0.05 * max_h, "no tool calls", ha="center", va="bottom", rotation=90, color="gray")
+    if not traj:
+        ax.text(0.5, 0.5, "no agent systems", ha="center", va="center", transform=ax.transAxes)
+    ax.axhline(max_h, ls="--", c="gray", lw=1, label=f"max for {len(TOOL_ACTIONS)} actions")
+    ax.set_xticks(pos, traj, rotation=20, ha="right")
+    ax.set_xlim(-0.6, max(1, len(traj)) - 0.4)
+    ax.set_ylim(0, max_h * 1.3)
     ax.set_ylabel("tool-selection entropy (bits)")
     ax.set_title("Diversity of tool selection")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
     fig.tight_layout()
     fig.savefig(out / PLOTS[2], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(traj) + 3), 4.5))
+    bottom = np.zeros(len(traj))
+    totals = np.array([sum(summary[n]["action_counts"].values()) for n in traj], dtype=float)
+    cmap = plt.get_cmap("tab10")
+    for k, a in enumerate(actions):
+        share = np.array([summary[n]["action_counts"].get(a, 0) for n in traj], dtype=float) / np.maximum(totals, 1)
+        ax.bar(pos, share, 0.6, bottom=bottom, label=a, color=cmap(k % 10))
+        bottom += share
+    for i in np.flatnonzero(totals == 0):
+        ax.text(pos[i], 0.05, "no tool calls", ha="center", va="bottom", rotation=90, color="gray")
+    if not traj:
+        ax.text(0.5, 0.5, "no agent systems", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks(pos, [f"{n}\n({int(t)} calls)" for n, t in zip(traj, totals)], rotation=20, ha="right")
+    ax.set_xlim(-0.6, max(1, len(traj)) - 0.4)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of the system's tool actions")
+    ax.set_title("Action distribution by system")
+    if actions:
+        ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / PLOTS[3], dpi=110)
     plt.close(fig)
