@@ -50,6 +50,18 @@ def host_memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
+def available_host_memory_gb() -> float:
+    """RAM the kernel can give a new process now (``MemAvailable``), at most the physical RAM."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return min(host_memory_gb(), int(line.split()[1]) * 1024 / 1e9)
+    except OSError:
+        pass
+    return host_memory_gb()
+
+
 def device_memory_gb(key: str | None) -> float | None:
     if key == "cpu":
         return host_memory_gb()

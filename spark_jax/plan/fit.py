@@ -39,6 +39,10 @@ def _rows(n: int) -> str:
     return f"{n} row" + ("" if n == 1 else "s")
 
 
+def memory_gb_given(cfg: TrainConfig, memory_gb: float | None) -> bool:
+    return bool(memory_gb or cfg.hardware.device_memory_gb)
+
+
 def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: float | None = None,
                   arch: LlamaConfig | None = None, grad_accum_set: bool | None = None) -> FitResult:
     """``cfg`` with the smallest grad_accum (>= the configured one, dividing batch_size into
@@ -47,14 +51,20 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
 
     arch: the architecture (default: ``resolve_arch(cfg.model)``, which raises ValueError for a
     model it cannot tell). device / memory_gb: as ``spark-jax plan`` (default: the config's
-    ``hardware``, else the device jax sees; on CPU the host's RAM). grad_accum_set: whether the
+    ``hardware``, else the device jax sees; on CPU the host's RAM available now, since the run
+    shares it with everything else on the machine). grad_accum_set: whether the
     user chose grad_accum (None: it differs from TrainConfig's default); only worded in messages.
     """
+    from spark_jax.plan.devices import available_host_memory_gb
     from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
     from spark_jax.plan.plan_cli import resolve_arch, resolve_device, suggestions
 
+    memory_gb_arg = memory_gb
     arch = arch if arch is not None else resolve_arch(cfg.model, None)
     device, memory_gb = resolve_device(cfg, device, memory_gb)
+    if device == "cpu" and not memory_gb_given(cfg, memory_gb_arg):
+        # training here and now: the host's RAM is shared with whatever else runs, so plan with what is free
+        memory_gb = available_host_memory_gb()
     budget = memory_gb * 1e9 * USABLE_FRACTION
     where = f"{_gb(budget)} usable per device on {device} ({USABLE_FRACTION:.0%} of {memory_gb:.4g} GB)"
     before = plan_memory(cfg, arch).peak

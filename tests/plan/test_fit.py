@@ -104,3 +104,17 @@ def test_micro_batches_keep_splitting_over_the_batch_axes():
     # grad_accum 4 or 8 would leave micro-batches of 2 or 1 rows for 4 devices (replicated, no gain)
     with pytest.raises(PlanError, match="even with grad_accum=2 "):
         fit_to_memory(cfg, arch=arch, device="cpu", memory_gb=_peak(cfg, arch, 2) * 0.99 / 1e9 / USABLE_FRACTION)
+
+
+def test_cpu_training_plans_with_the_memory_available_now(monkeypatch):
+    """On a shared host the run gets what is free, not the physical RAM."""
+    from spark_jax.config_io import load_config
+    from spark_jax.model.config import tiny
+    from spark_jax.plan import devices, fit
+
+    monkeypatch.setattr(devices, "host_memory_gb", lambda: 24.0)
+    monkeypatch.setattr(devices, "available_host_memory_gb", lambda: 0.001)
+    cfg = load_config(TrainConfig, TINY, ["hardware.device=cpu"])
+    with pytest.raises(fit.PlanError, match="0.001 GB"):
+        fit.fit_to_memory(cfg, arch=tiny())
+    assert fit.fit_to_memory(cfg, arch=tiny(), memory_gb=24.0).cfg.grad_accum == cfg.grad_accum  # given: used
