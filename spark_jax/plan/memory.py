@@ -271,7 +271,7 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
     a = jnp.dtype(cfg.dtype).itemsize
     critic = cfg.algo == "ppo" and cfg.ppo.advantage == "value"
     # the exact KL needs the reference's whole distribution at every action position of the batch
-    full_kl = getattr(cfg.ppo, "kl_estimator", "k3") == "full"
+    full_kl = cfg.ppo.kl_estimator == "full"
     leaves = run_leaves(cfg, arch)
     trainable = leaves_bytes(leaves["trainable"], mesh)
     static = {
