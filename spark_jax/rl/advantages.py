@@ -17,8 +17,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from spark_jax.data.packing import KIND_ANSWER
+
 GROUPS = 16
-KIND_ANSWER = 2  # spark_jax.data.packing.KIND_ANSWER
 
 
 def init_stats() -> dict[str, jax.Array]:

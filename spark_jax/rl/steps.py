@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from spark_jax.data.packing import KIND_NAMES
 from spark_jax.model.llama import positions_from_mask
 from spark_jax.rl import advantages as adv_lib
 from spark_jax.rl import ppo as ppo_lib
@@ -41,7 +42,6 @@ BATCH_KEYS = ("input_ids", "targets", "attention_mask", "action_positions", "act
               "span_start", "span_mask", "span_return", "span_reward", "span_kind", "span_step")
 # Metrics combined over micro-batches by max / min; every other metric is a weighted sum.
 _MAX_METRICS, _MIN_METRICS = ("ratio_max",), ("ratio_min",)
-KIND_NAMES = ("tool", "cot", "answer")  # span_kind 0, 1, 2 (spark_jax.data.packing)
 
 
 def split_micro(batch: dict[str, jax.Array], n: int) -> dict[str, jax.Array]:
