@@ -72,13 +72,14 @@ def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) ->
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    colors = {name: f"C{i}" for i, name in enumerate(runs)}  # one colour per run in every panel
     for ax, (key, title) in zip(axes.ravel(), PANELS):
         for name, rows in runs.items():
             pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8)
+            line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8, color=colors[name])
             smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
                       for i in range(len(ys))]
             ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=f"{name} ({window}-step mean)")
