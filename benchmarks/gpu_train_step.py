@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from spark_jax.jax_setup import configure_gpu  # noqa: E402
+from spark_jax.core.jax_setup import configure_gpu  # noqa: E402
 
 configure_gpu()
 
@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spark_jax.config_io import load_config  # noqa: E402
+from spark_jax.core.config_io import load_config  # noqa: E402
 from spark_jax.model.config import llama3_1_8b, tiny  # noqa: E402
 from spark_jax.model.factory import init_model  # noqa: E402
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings  # noqa: E402

@@ -26,7 +26,7 @@ import platform
 import time
 
 from spark_jax.judge.openai_judge import OpenAIJudge
-from spark_jax.rollout.interfaces import JudgeRequest
+from spark_jax.protocol.interfaces import JudgeRequest
 from spark_jax.testing.openai_loopback import LoopbackOpenAIServer
 
 ACTIONS = ("calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot")

@@ -54,11 +54,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _timing import interleaved_times, ratio_spread  # noqa: E402
-from spark_jax.config_io import load_config  # noqa: E402
+from spark_jax.core.config_io import load_config  # noqa: E402
 from spark_jax.rl.config import TrainConfig  # noqa: E402
 from spark_jax.rl.steps import BATCH_KEYS  # noqa: E402
 from spark_jax.rl.trainer import Trainer  # noqa: E402
-from spark_jax.rollout.records import SHARD_GLOB, read_step_records  # noqa: E402
+from spark_jax.protocol.records import SHARD_GLOB, read_step_records  # noqa: E402
 
 log = logging.getLogger("packing_benchmark")
 
@@ -93,7 +93,7 @@ def snapshot_run(src: pathlib.Path, dst: pathlib.Path) -> list[str]:
 def synthetic_records(questions: int, steps: int, seed: int = 0) -> list[dict]:
     """Whole trajectories of ``steps`` records each, every state extending the previous one by its
     action and an observation (the prefix property packing relies on)."""
-    from spark_jax.rollout.actions import format_action
+    from spark_jax.protocol.actions import format_action
 
     rng = random.Random(seed)
     tools = ["calculator", "python", "chemistry", "cot", "answer"]

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from spark_jax.jax_setup import enable_compilation_cache  # noqa: E402
+from spark_jax.core.jax_setup import enable_compilation_cache  # noqa: E402
 
 # Shared by xdist workers and later runs: each shape bucket compiles once per machine.
 enable_compilation_cache()
@@ -106,7 +106,7 @@ def tiny_model_dir(tmp_path_factory, chat_tokenizer):
 
 
 def write_run_dir(run_dir: pathlib.Path, records: list[dict], shard_size: int = 16) -> pathlib.Path:
-    """A Stage 1 run directory in the layout of spark_jax.rollout.records."""
+    """A Stage 1 run directory in the layout of spark_jax.protocol.records."""
     (run_dir / "shards").mkdir(parents=True, exist_ok=True)
     for i in range(0, len(records), shard_size):
         with open(run_dir / "shards" / f"shard-{i // shard_size:05d}.jsonl", "w") as f:
@@ -120,7 +120,7 @@ def synthetic_records(n: int, seed: int = 0, steps: int = 3) -> list[dict]:
     """``n`` step records of whole trajectories (``steps`` per question, the last question
     possibly shorter): each state extends the previous one by its action and an observation,
     and the reward depends on the chosen tool (so there is something to learn)."""
-    from spark_jax.rollout.actions import format_action
+    from spark_jax.protocol.actions import format_action
 
     rng = random.Random(seed)
     tools = ["calculator", "python", "chemistry", "cot", "answer"]

@@ -1,16 +1,11 @@
-"""Evaluation: answer extraction, accuracy per category, tool-selection entropy.
+"""Evaluation: the policy agent, accuracy per category, tool-selection entropy, reports.
 
-Kept import-light: ``from spark_jax.eval import extract_answer`` loads only the regexes.
+``from spark_jax.eval import extract_answer`` (MMLU-Pro's official answer patterns) is kept for
+users; it lives in ``spark_jax.protocol.answers``.
 """
 
 from __future__ import annotations
 
+from spark_jax.protocol.answers import extract_answer
+
 __all__ = ["extract_answer"]
-
-
-def __getattr__(name: str):
-    if name == "extract_answer":
-        from spark_jax.eval.answers import extract_answer
-
-        return extract_answer
-    raise AttributeError(f"module 'spark_jax.eval' has no attribute {name!r}")

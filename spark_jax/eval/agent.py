@@ -2,7 +2,7 @@
 
 Each step the policy sees the state (the Stage 1 system prompt, the question, its earlier
 actions and the observations) and writes one action in the documented format
-(``spark_jax.rollout.actions``)::
+(``spark_jax.protocol.actions``)::
 
     Action: <calculator|python|sympy|units|chemistry|constants|finance|search|cot|answer>
     Input: <text>
@@ -31,10 +31,10 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from spark_jax.data.chat import encode_chat
-from spark_jax.eval.answers import extract_answer
-from spark_jax.rollout import prompts
-from spark_jax.rollout.actions import ANSWER, ActionFormatError, format_action, parse_action
+from spark_jax.protocol import prompts
+from spark_jax.protocol.actions import ANSWER, ActionFormatError, format_action, parse_action
+from spark_jax.protocol.answers import extract_answer
+from spark_jax.protocol.chat import encode_chat, end_of_turn_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +93,6 @@ class PolicyAgent:
 
     def __init__(self, model: Any, config: AgentConfig = AgentConfig(), *,
                  tool_runner: Callable[..., Any] | None = None, name: str = "policy"):
-        from spark_jax.rollout.generators import end_of_turn_ids
-
         if model.tokenizer is None:
             raise ValueError("the policy model has no tokenizer (give a model directory with tokenizer files)")
         self.model = model

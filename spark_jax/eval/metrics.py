@@ -26,7 +26,7 @@ MMLU_PRO_CATEGORIES = (
     "history", "law", "math", "other", "philosophy", "physics", "psychology",
 )
 ANSWER_ACTION = "answer"
-# The policy's nine non-answer choices, in the order of spark_jax.rollout.prompts.candidate_actions().
+# The policy's nine non-answer choices, in the order of spark_jax.protocol.prompts.candidate_actions().
 TOOL_ACTIONS = ("calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot")
 Z_95 = 1.959963984540054  # standard normal 97.5% quantile
 LABEL_SMOOTHING = 0.5

@@ -7,9 +7,9 @@ import math
 import os
 from typing import Any, Literal
 
-from spark_jax.judge.accounting import CostTracker
-from spark_jax.judge.openai_client import API_KEY_ENV
-from spark_jax.judge.retry import RetryPolicy
+from spark_jax.backends.accounting import CostTracker
+from spark_jax.backends.openai_client import API_KEY_ENV
+from spark_jax.backends.retry import RetryPolicy
 
 
 def check_common_fields(cfg: Any, what: str) -> None:

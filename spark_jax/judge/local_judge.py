@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spark_jax.data.chat import encode_chat
+from spark_jax.protocol.chat import encode_chat
 from spark_jax.judge import prompts
-from spark_jax.judge.accounting import BackendStats
-from spark_jax.judge.model_thread import run_on_model_thread
+from spark_jax.backends.accounting import BackendStats
+from spark_jax.backends.model_thread import run_on_model_thread
 from spark_jax.model.llama import KVCache, positions_from_mask
-from spark_jax.rollout.interfaces import JudgeRequest, JudgeResult
-from spark_jax.shapes import bucket, length_bucket
+from spark_jax.protocol.interfaces import JudgeRequest, JudgeResult
+from spark_jax.core.shapes import bucket, length_bucket
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import json
 import string
 from typing import Any, Mapping, Sequence
 
-from spark_jax.rollout.interfaces import JudgeRequest
+from spark_jax.protocol.interfaces import JudgeRequest
 
 SCORE_MIN, SCORE_MAX = 0, 10
 SCHEMA_NAME = "action_scores"

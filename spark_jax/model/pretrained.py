@@ -23,7 +23,7 @@ from spark_jax.model import checkpoint_hf, generate as gen
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.llama import Llama, positions_from_mask, supports_decode_layout
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from spark_jax.shapes import bucket, length_bucket
+from spark_jax.core.shapes import bucket, length_bucket
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
     """
     from spark_jax.plan.devices import available_host_memory_gb
     from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
-    from spark_jax.plan.plan_cli import resolve_arch, resolve_device, suggestions
+    from spark_jax.plan.advice import resolve_arch, resolve_device, suggestions
 
     memory_gb_arg = memory_gb
     arch = arch if arch is not None else resolve_arch(cfg.model, None)

@@ -35,7 +35,7 @@ from spark_jax.rl.trainer import build_models, split_trainable
 
 # Usable share of a device's memory: the runtime, compiler temporaries this model does not
 # see, and fragmentation take the rest (XLA on GPU reserves 75% unless told otherwise; the
-# GPU helper in spark_jax.jax_setup raises that to 90%).
+# GPU helper in spark_jax.core.jax_setup raises that to 90%).
 USABLE_FRACTION = 0.9
 # float32 [T, V] buffers alive at the loss's peak: the logits, their log-softmax and its gradient.
 LOGIT_BUFFERS = 3

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from spark_jax.storage import run_path
+from spark_jax.core.storage import run_path
 
 log = logging.getLogger(__name__)
 

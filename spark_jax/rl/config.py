@@ -1,4 +1,4 @@
-"""``TrainConfig``: everything a Stage 2 run needs, loaded with ``spark_jax.config_io``."""
+"""``TrainConfig``: everything a Stage 2 run needs, loaded with ``spark_jax.core.config_io``."""
 
 from __future__ import annotations
 

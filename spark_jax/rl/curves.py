@@ -1,4 +1,4 @@
-"""``spark-jax curves``: training curves of one or more runs as a Markdown table and a PNG.
+"""Training curves of one or more runs as a Markdown table and a PNG.
 
 Reads each run's ``metrics.jsonl`` (``spark_jax.rl.trainer``) and writes ``curves.md`` (means
 over the first and last ``window`` steps and over consecutive windows) and ``curves.png``
@@ -7,7 +7,6 @@ over the first and last ``window`` steps and over consecutive windows) and ``cur
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import pathlib
@@ -17,14 +16,6 @@ COLUMNS = ("loss", "kl", "clip_frac", "entropy", "surrogate_gain", "reward_tool"
 PANELS = (("loss", "loss"), ("kl", "KL to the reference (nats/token)"), ("clip_frac", "clip fraction"),
           ("entropy", "entropy (nats/token)"), ("surrogate_gain", "surrogate gain per batch"),
           ("reward_tool", "data reward: tool steps"))
-
-
-def register(sub) -> None:
-    p = sub.add_parser("curves", help="training curves of `spark-jax train` runs: Markdown table + PNG")
-    p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="runs to compare (NAME= is optional)")
-    p.add_argument("--out", required=True, help="directory for curves.md and curves.png")
-    p.add_argument("--window", type=int, default=20, help="steps per window (default 20)")
-    p.set_defaults(func=run_curves)
 
 
 def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
@@ -93,17 +84,12 @@ def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) ->
     plt.close(fig)
 
 
-def run_curves(args: argparse.Namespace) -> int:
-    runs = {}
-    for spec in args.runs:
-        name, _, directory = spec.rpartition("=")
-        directory = directory or spec
-        runs[name or pathlib.Path(directory).name] = read_metrics(directory)
-    out = pathlib.Path(args.out)
+def write_curves(runs: dict[str, str | pathlib.Path], out: str | pathlib.Path, window: int) -> str:
+    """Reads each ``NAME: run directory``, writes ``out/curves.md`` and ``out/curves.png``; returns the table."""
+    rows = {name: read_metrics(directory) for name, directory in runs.items()}
+    out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = curves_table(runs, args.window)
+    table = curves_table(rows, window)
     (out / "curves.md").write_text(table)
-    plot_curves(runs, out / "curves.png", args.window)
-    print(table)
-    print(f"wrote {out / 'curves.md'} and {out / 'curves.png'}")
-    return 0
+    plot_curves(rows, out / "curves.png", window)
+    return table

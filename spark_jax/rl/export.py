@@ -19,7 +19,7 @@ from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import make_optimizer
 from spark_jax.rl.steps import init_state
 from spark_jax.rl.trainer import build_models, load_base_model, read_run_config, split_trainable
-from spark_jax.storage import run_path
+from spark_jax.core.storage import run_path
 
 log = logging.getLogger(__name__)
 

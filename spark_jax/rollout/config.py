@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from spark_jax.config_io import to_dict
+from spark_jax.core.config_io import to_dict
 from spark_jax.rollout.rewards import RewardWeights
 from spark_jax.rollout.selection import RULES
 

@@ -10,7 +10,7 @@ records do not depend on timing or on ``concurrency``. A finished block becomes 
 written atomically, so a killed run loses at most the block in flight and a rerun redoes
 exactly that block with exactly the same usage counts.
 
-The judge, generator and tool runner are injected (see ``spark_jax.rollout.interfaces``):
+The judge, generator and tool runner are injected (see ``spark_jax.protocol.interfaces``):
 any objects with ``judge.score(JudgeRequest) -> JudgeResult`` (async),
 ``generator.complete(messages, max_tokens=, stop=) -> str`` (async; optionally
 ``complete_many(list_of_messages, max_tokens=, stop=) -> list[str]``, sync or async), and
@@ -28,11 +28,11 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from spark_jax.eval.answers import extract_answer, extract_answer_strict
-from spark_jax.rollout import prompts
-from spark_jax.rollout.actions import ANSWER, format_action
+from spark_jax.protocol.answers import extract_answer, extract_answer_strict
+from spark_jax.protocol import prompts
+from spark_jax.protocol.actions import ANSWER, format_action
 from spark_jax.rollout.config import GenerateConfig, hashed_settings, settings_hash
-from spark_jax.rollout.interfaces import Generator, Judge, JudgeRequest
+from spark_jax.protocol.interfaces import Generator, Judge, JudgeRequest
 from spark_jax.rollout.rewards import rarity, step_reward
 from spark_jax.rollout.selection import UsageCounts, select_action
 from spark_jax.rollout.store import RunStore, StoreCorruptError
@@ -419,7 +419,7 @@ async def _generate_opened(cfg, store, resumed, by_id, judge, generator, tool_ru
 
 
 def _plain(cfg: GenerateConfig) -> dict[str, Any]:
-    from spark_jax.config_io import to_dict
+    from spark_jax.core.config_io import to_dict
 
     return to_dict(cfg)
 

@@ -9,7 +9,7 @@ import pathlib
 import sys
 from typing import Any
 
-from spark_jax.rollout.records import iter_step_records
+from spark_jax.protocol.records import iter_step_records
 from spark_jax.rollout.store import atomic_write_text
 
 

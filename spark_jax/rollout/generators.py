@@ -17,17 +17,17 @@ import dataclasses
 import os
 from typing import Any, Literal, Mapping, Sequence
 
-from spark_jax.judge.accounting import BackendStats, CostTracker
-from spark_jax.judge.model_thread import run_on_model_thread
-from spark_jax.judge.openai_client import API_KEY_ENV, ChatEndpoint
-from spark_jax.judge.retry import RequestFailed, RetryPolicy
+from spark_jax.backends.accounting import BackendStats, CostTracker
+from spark_jax.backends.model_thread import run_on_model_thread
+from spark_jax.backends.openai_client import API_KEY_ENV, ChatEndpoint
+from spark_jax.backends.retry import RequestFailed, RetryPolicy
+from spark_jax.protocol.chat import end_of_turn_ids
 
 Messages = Sequence[Mapping[str, str]]
 
 # The OpenAI API accepts at most this many stop sequences; the rest are applied on the host.
 MAX_API_STOP = 4
 # End-of-turn tokens of the chat templates we support, used as EOS next to the config's.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>")
 
 
 class GenerationError(RuntimeError):
@@ -50,17 +50,6 @@ def apply_stop(text: str, stop: Sequence[str] | None) -> str:
 # ---- in-process model ----------------------------------------------------------------------
 
 
-def end_of_turn_ids(model: Any) -> tuple[int, ...]:
-    """The config's EOS ids plus the tokenizer's EOS and end-of-turn tokens that exist."""
-    ids = set(int(i) for i in (model.config.eos_token_ids or ()))
-    tok = model.tokenizer
-    if getattr(tok, "eos_token_id", None) is not None:
-        ids.add(int(tok.eos_token_id))
-    vocab = tok.get_vocab()
-    ids.update(int(vocab[t]) for t in END_OF_TURN_TOKENS if t in vocab)
-    return tuple(sorted(i for i in ids if 0 <= i < model.config.vocab_size))
-
-
 class LocalGenerator:
     """``await complete(messages, max_tokens=, stop=)`` on a PretrainedModel."""
 
@@ -80,7 +69,7 @@ class LocalGenerator:
     def complete_many_sync(self, conversations: Sequence[Messages], *, max_tokens: int,
                            stop: Sequence[str] | None = None) -> list[str]:
         """One ``model.generate`` call for all conversations (runs on the caller's thread)."""
-        from spark_jax.data.chat import encode_chat
+        from spark_jax.protocol.chat import encode_chat
 
         if not conversations:
             return []

@@ -1,6 +1,6 @@
 """The append-only trajectory store of a Stage 1 run directory.
 
-Layout (see :mod:`spark_jax.rollout.records`)::
+Layout (see :mod:`spark_jax.protocol.records`)::
 
     RUN_DIR/manifest.json            settings + hash, question lists, shards, usage counts
     RUN_DIR/shards/shard-00000.jsonl one block of whole questions, K step records each
@@ -23,9 +23,9 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-from spark_jax.rollout.actions import ANSWER
+from spark_jax.protocol.actions import ANSWER
 from spark_jax.rollout.config import differing_keys
-from spark_jax.rollout.records import RecordError, validate_record
+from spark_jax.protocol.records import RecordError, validate_record
 from spark_jax.rollout.selection import UsageCounts
 
 FORMAT = "spark-jax-stage1/1"

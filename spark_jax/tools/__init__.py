@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from spark_jax.protocol.action_specs import TOOL_NAMES
 from spark_jax.tools.base import Tool, ToolInputError, ToolResult, truncate
 from spark_jax.tools.calculator import Calculator
 from spark_jax.tools.chemistry import ChemistryTool
@@ -22,9 +23,6 @@ from spark_jax.tools.search import SearchTool
 from spark_jax.tools.sympy_tool import SympyTool
 from spark_jax.tools.units import UnitsTool
 
-TOOL_NAMES: tuple[str, ...] = (
-    "calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot",
-)
 _CLASSES = {
     "calculator": Calculator, "python": PythonTool, "sympy": SympyTool, "units": UnitsTool,
     "chemistry": ChemistryTool, "constants": ConstantsTool, "finance": FinanceTool,

@@ -6,6 +6,7 @@ import ast
 import math
 import operator
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 
 MAX_EXPRESSION_CHARS = 2000
@@ -218,12 +219,8 @@ def format_number(value) -> str:
 
 class Calculator(Tool):
     name = "calculator"
-    description = "Evaluates arithmetic and math functions exactly for integers, to 15 digits for decimals."
-    argument_format = (
-        "one expression, e.g. `sqrt(2) * (3.5 + 4)^2 / log(10)`; ops + - * / // % ** (or ^); "
-        "functions sqrt exp log(x[, base]) ln log10 sin cos tan asin acos atan degrees radians "
-        "factorial comb perm gcd abs round floor ceil min max; constants pi e"
-    )
+    description = action_spec("calculator").description
+    argument_format = action_spec("calculator").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         value = evaluate(parse_expression(argument))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 
 _PROPS = (
@@ -27,11 +28,8 @@ def _element(name: str):
 
 class ChemistryTool(Tool):
     name = "chemistry"
-    description = "Element properties and molar masses / mass composition of chemical formulas."
-    argument_format = (
-        "an element symbol or name (`Fe`, `iron`) or a formula (`H2SO4`, `CuSO4(H2O)5`, "
-        "`C6H12O6`); optional prefix `mass of N mol ` e.g. `mass of 2.5 mol NaCl`"
-    )
+    description = action_spec("chemistry").description
+    argument_format = action_spec("chemistry").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         import periodictable

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import functools
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 
 # Common symbols and short names -> CODATA names (scipy.constants.physical_constants keys).
@@ -76,11 +77,8 @@ def lookup(query: str, limit: int = 5) -> tuple[list[str], dict]:
 
 class ConstantsTool(Tool):
     name = "constants"
-    description = "Looks up physical constants (CODATA via scipy.constants) with value, unit and uncertainty."
-    argument_format = (
-        "a constant's name or symbol, e.g. `speed of light`, `Planck constant`, `k`, `N_A`, "
-        "`electron mass`, `R`, `epsilon_0`"
-    )
+    description = action_spec("constants").description
+    argument_format = action_spec("constants").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         if len(argument) > 200:

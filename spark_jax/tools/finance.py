@@ -10,6 +10,7 @@ import ast
 import math
 import re
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 from spark_jax.tools.calculator import evaluate, format_number, parse_expression
 
@@ -161,13 +162,8 @@ def _number(value, name):
 
 class FinanceTool(Tool):
     name = "finance"
-    description = "Time value of money: present/future value, NPV, IRR, annuity and loan payments, CAGR."
-    argument_format = (
-        "one call with numbers (per-period rate as 0.05 or 5%): `fv(rate, nper, pv, pmt=0, when=0)`, "
-        "`pv(rate, nper, fv, pmt=0)`, `pmt(rate, nper, pv, fv=0)`, `nper(rate, pv, pmt, fv=0)`, "
-        "`npv(rate, [cf0, cf1, ...])` (cf0 at t=0), `irr([cf0, cf1, ...])`, "
-        "`cagr(begin, end, years)`, `ear(nominal, periods)`; e.g. `pmt(0.06/12, 360, 200000)`"
-    )
+    description = action_spec("finance").description
+    argument_format = action_spec("finance").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         text = _PERCENT.sub(r"(\1/100)", argument.strip())

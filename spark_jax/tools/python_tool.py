@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
 from spark_jax.tools.config import ToolsConfig
 from spark_jax.tools.sandbox import SandboxSettings, run_python
@@ -28,14 +29,8 @@ def combine_streams(stdout: str, stderr: str) -> str:
 
 class PythonTool(Tool):
     name = "python"
-    description = (
-        "Runs a short Python 3 program offline in a sandbox (numpy, scipy, sympy available) "
-        "and returns what it prints."
-    )
-    argument_format = (
-        "a complete Python program; print() the results (a final bare expression is printed "
-        "too); no network, no files outside the current directory, no subprocesses"
-    )
+    description = action_spec("python").description
+    argument_format = action_spec("python").argument_format
 
     def default_timeout(self) -> float:
         return self.config.python_timeout_s

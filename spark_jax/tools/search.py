@@ -13,6 +13,7 @@ import json
 import pathlib
 import threading
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 
 DEMO_CORPUS = pathlib.Path(__file__).parent / "data" / "demo_corpus.jsonl"
@@ -119,8 +120,8 @@ def open_index(location: str) -> SearchIndex:
 
 class SearchTool(Tool):
     name = "search"
-    description = "Searches a local offline reference corpus (BM25) and returns the best-matching passages."
-    argument_format = "a short keyword query, e.g. `ideal gas law constant R`"
+    description = action_spec("search").description
+    argument_format = action_spec("search").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         location = self.config.resolved_search_corpus()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pathlib
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
 from spark_jax.tools.python_tool import sandbox_settings
 from spark_jax.tools.sandbox import run_python
@@ -15,13 +16,8 @@ _RUNNER = (pathlib.Path(__file__).parent / "sympy_runner.py").read_text()
 
 class SympyTool(Tool):
     name = "sympy"
-    description = "Symbolic math with SymPy: solve equations, simplify, differentiate, integrate, limits, series."
-    argument_format = (
-        "one call, e.g. `solve(x**2 - 5*x + 6, x)`, `diff(sin(x)*x, x)`, "
-        "`integrate(exp(-x**2), (x, -oo, oo))`, `limit(sin(x)/x, x, 0)`, `series(cos(x), x, 0, 6)`, "
-        "`simplify(...)`, `factor(...)`, `N(expr, digits)`; a bare expression is simplified; "
-        "`a = b` is an equation"
-    )
+    description = action_spec("sympy").description
+    argument_format = action_spec("sympy").argument_format
 
     def default_timeout(self) -> float:
         return self.config.sympy_timeout_s

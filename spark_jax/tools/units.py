@@ -10,6 +10,7 @@ import re
 import threading
 import tokenize
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 from spark_jax.tools.calculator import format_number
 
@@ -64,11 +65,8 @@ def _fmt(q) -> str:
 
 class UnitsTool(Tool):
     name = "units"
-    description = "Converts physical quantities between units and checks dimensions (pint)."
-    argument_format = (
-        "`QUANTITY to UNIT`, e.g. `5 km/h to m/s`, `3 atm * 2 L to J`, `100 degF to degC`; "
-        "without `to UNIT` the quantity is simplified to SI base units"
-    )
+    description = action_spec("units").description
+    argument_format = action_spec("units").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
         import pint

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spark_jax.data import pipeline as pl
-from spark_jax.data.chat import encode_chat
+from spark_jax.protocol.chat import encode_chat
 from spark_jax.data.packing import build_rows
 from tests.conftest import synthetic_records, write_run_dir
 

@@ -26,7 +26,7 @@ def test_entropy_hand_values():
 
 
 def test_tool_actions_are_the_policys_nine_non_answer_choices():
-    from spark_jax.rollout.prompts import candidate_actions
+    from spark_jax.protocol.prompts import candidate_actions
 
     assert TOOL_ACTIONS == candidate_actions()
 

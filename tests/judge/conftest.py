@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jax.rollout.interfaces import JudgeRequest
+from spark_jax.protocol.interfaces import JudgeRequest
 from spark_jax.testing.openai_loopback import LoopbackOpenAIServer
 
 NINE_ACTIONS = ("calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot")

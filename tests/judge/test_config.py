@@ -1,6 +1,6 @@
 import pytest
 
-from spark_jax.config_io import ConfigError, load_config
+from spark_jax.core.config_io import ConfigError, load_config
 from spark_jax.judge import JudgeConfig
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from spark_jax.judge import prompts
 from spark_jax.judge.prompts import ScoreFormatError, parse_scores
-from spark_jax.rollout.interfaces import JudgeRequest
+from spark_jax.protocol.interfaces import JudgeRequest
 
 NINE_ACTIONS = ("calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import spark_jax
-from spark_jax.data.chat import encode_chat
+from spark_jax.protocol.chat import encode_chat
 from spark_jax.model.pretrained import embedded_model_path
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_known_wrong_arithmetic_answer(models):
 
 def _trajectory(qid: int, question: str, steps: list[tuple[str, str, str]]) -> list[dict]:
     """Step records of one trajectory: (action name, input, observation) per step."""
-    from spark_jax.rollout.actions import format_action
+    from spark_jax.protocol.actions import format_action
 
     msgs = [{"role": "system", "content": "Solve the question with tools. Reply with one action:\n"
                                           "Action: <name>\nInput: <text>"},

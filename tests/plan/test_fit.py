@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from spark_jax.config_io import load_config
+from spark_jax.core.config_io import load_config
 from spark_jax.model.config import preset, tiny
 from spark_jax.plan.fit import PlanError, fit_to_memory
 from spark_jax.plan.memory import FULL_KL_BUFFERS, USABLE_FRACTION, plan_memory
@@ -105,7 +105,7 @@ def test_micro_batches_keep_splitting_over_the_batch_axes():
 
 def test_cpu_training_plans_with_the_memory_available_now(monkeypatch):
     """On a shared host the run gets what is free, not the physical RAM."""
-    from spark_jax.config_io import load_config
+    from spark_jax.core.config_io import load_config
     from spark_jax.model.config import tiny
     from spark_jax.plan import devices, fit
 

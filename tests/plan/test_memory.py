@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from spark_jax.cli import main
-from spark_jax.config_io import load_config
+from spark_jax.core.config_io import load_config
 from spark_jax.model.config import tiny
 from spark_jax.plan.memory import MeshShape, abstract_run, per_device_bytes, plan_memory, run_leaves, leaves_bytes
 from spark_jax.rl.config import TrainConfig

@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 
-from spark_jax.config_io import load_config
+from spark_jax.core.config_io import load_config
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.trainer import Trainer
 

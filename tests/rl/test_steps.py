@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from spark_jax.config_io import load_config
+from spark_jax.core.config_io import load_config
 from spark_jax.rl import advantages as A
 from spark_jax.rl import ppo as ppo_lib
 from spark_jax.rl.adapters import adapters_off, path_str

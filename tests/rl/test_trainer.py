@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from spark_jax.config_io import ConfigError, load_config
+from spark_jax.core.config_io import ConfigError, load_config
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.trainer import Trainer
 

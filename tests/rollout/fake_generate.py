@@ -13,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from fakes import FakeGenerator, FakeJudge, fake_tool_runner  # noqa: E402
 
-from spark_jax.rollout import rollout_cli  # noqa: E402
+from spark_jax.cli import generate  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

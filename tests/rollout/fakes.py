@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 
-from spark_jax.rollout.interfaces import JudgeResult
+from spark_jax.protocol.interfaces import JudgeResult
 
 LETTERS = "ABCDEFGHIJ"
 

@@ -8,10 +8,10 @@ from tests.rollout.fakes import FakeGenerator, FakeJudge, fake_tool_runner, writ
 
 from spark_jax.data.mmlu_pro import fingerprint, load_questions
 from spark_jax.rollout import store as store_mod
-from spark_jax.rollout.actions import parse_action
+from spark_jax.protocol.actions import parse_action
 from spark_jax.rollout.config import GenerateConfig
 from spark_jax.rollout.driver import generate
-from spark_jax.rollout.records import read_step_records
+from spark_jax.protocol.records import read_step_records
 from spark_jax.rollout.rewards import RewardWeights
 from spark_jax.rollout.selection import UsageCounts, select_action
 from spark_jax.rollout.store import ConfigMismatchError

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from spark_jax.judge.accounting import BudgetExceeded
-from spark_jax.judge.retry import RetryPolicy
+from spark_jax.backends.accounting import BudgetExceeded
+from spark_jax.backends.retry import RetryPolicy
 from spark_jax.rollout.generators import (
     GenerationError, GeneratorConfig, LocalGenerator, OpenAIGenerator, apply_stop, build_generator,
 )

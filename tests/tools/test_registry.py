@@ -66,7 +66,7 @@ def test_config_validation():
 
 
 def test_config_loads_from_yaml(tmp_path):
-    from spark_jax.config_io import load_config
+    from spark_jax.core.config_io import load_config
 
     p = tmp_path / "tools.yaml"
     p.write_text("python_timeout_s: 3\nsearch_corpus: demo\npython_preload: [numpy]\n")

@@ -1,0 +1,242 @@
+"""``spark-jax experiment``: SPaRK's claim as one resumable command.
+
+Stage 1 twice on the same MMLU-Pro training questions and seed (``lowest_viable`` and
+``greedy``), then the trained arms (SFT and PPO on either data, same steps, seed and learning
+rate), then every arm and the base model on the held-out questions, in score mode and in
+generate mode. Every stage writes its own directory under ``--out`` and is skipped or resumed
+when it is there: Stage 1 and training resume by themselves, and each system's evaluation rows
+are kept once complete.
+
+Outputs: ``report_<mode>/`` (report.json, predictions, plots, report.md) per evaluation mode and
+``experiment.md``, the table this command writes itself (label entropy of each Stage 1 run, and
+per system and mode: accuracy, tool entropy with intervals, tool calls, format errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+ARM_SEPARATOR = ":"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    model: str = "embedded"
+    data: str = ""  # MMLU-Pro JSONL/Parquet; "" -> $SPARK_MMLU_PRO
+    train_questions: int = 32
+    heldout_per_category: int = 10  # 14 categories: 140 evaluation questions
+    rollout_steps: int = 3  # K for Stage 1 (the last step is the answer)
+    threshold: float = 5.0  # the embedded model as judge scores about 4-7 (see docs/stage1.md)
+    selections: tuple[str, ...] = ("lowest_viable", "greedy")
+    # "<algo>:<selection>": SFT and PPO on each Stage 1 run
+    arms: tuple[str, ...] = ("sft:greedy", "sft:lowest_viable", "ppo:lowest_viable", "ppo:greedy")
+    train_steps: int = 60
+    batch_size: int = 2  # trajectories per step (packed)
+    lr: float = 3e-4
+    warmup_steps: int = 5
+    lora_rank: int = 16
+    seed: int = 0
+    eval_modes: tuple[str, ...] = ("score", "generate")
+    eval_steps: int = 2  # policy actions before the forced answer
+    max_tokens_tool: int = 64
+    max_tokens_thought: int = 96
+    max_tokens_answer: int = 96
+    max_observation_chars: int = 600
+    concurrency: int = 8
+
+    def __post_init__(self):
+        from spark_jax.rollout.selection import RULES
+
+        for name in ("train_questions", "rollout_steps", "train_steps", "batch_size", "lora_rank", "eval_steps",
+                     "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"experiment {name} must be >= 1, got {getattr(self, name)}")
+        bad = [s for s in self.selections if s not in RULES]
+        if bad or not self.selections:
+            raise ValueError(f"experiment selections must be some of {list(RULES)}, got {list(self.selections)}")
+        for arm in self.arms:
+            algo, _, selection = arm.partition(ARM_SEPARATOR)
+            if algo not in ("sft", "ppo") or selection not in self.selections:
+                raise ValueError(f"experiment arm {arm!r} must be 'sft:<selection>' or 'ppo:<selection>' with a "
+                                 f"selection from {list(self.selections)}")
+        if not self.eval_modes or any(m not in ("score", "generate") for m in self.eval_modes):
+            raise ValueError(f"experiment eval_modes must be some of score, generate; got {list(self.eval_modes)}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("experiment", help="SPaRK's claim on real MMLU-Pro: two Stage 1 runs, SFT/PPO arms, "
+                                          "evaluation of every arm and the base model (resumable)")
+    p.add_argument("--config", help="YAML ExperimentConfig (configs/experiments/smollm2_entropy.yaml)")
+    p.add_argument("--out", required=True, help="output directory (resumed if it exists)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train_steps=20")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from spark_jax.core.config_io import load_config
+
+    cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
+    out = pathlib.Path(args.out)
+    table = run_experiment(cfg, out)
+    print(table)
+    print(f"\nexperiment table: {out / 'experiment.md'}", file=sys.stderr)
+    return 0
+
+
+def _stage(text: str) -> None:
+    print(f"\n== {text}", file=sys.stderr, flush=True)
+
+
+def arm_name(arm: str) -> str:
+    algo, _, selection = arm.partition(ARM_SEPARATOR)
+    return f"{'PPO' if algo == 'ppo' else 'SFT'}-{'rarity' if selection == 'lowest_viable' else selection}"
+
+
+def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
+    """The arms' shared TrainConfig: same steps, seed, learning rate and adapters."""
+    from spark_jax.rl.adapters import LoraConfig
+    from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
+
+    base = TrainConfig()
+    return dataclasses.replace(
+        base, algo=algo, data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
+        grad_accum=1, seq_buckets=(512, 768, 1024, 1536, 2048), action_buckets=(64, 128, 256, 512), seed=cfg.seed,
+        optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
+        lora=dataclasses.replace(LoraConfig(rank=16, alpha=32.0), rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
+        checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 4), keep=1),
+    )
+
+
+def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
+    """Runs (or resumes) every stage into ``out``; returns the Markdown table it wrote."""
+    from spark_jax.data import mmlu_pro
+    from spark_jax.judge import JudgeConfig, build_judge
+    from spark_jax.model.pretrained import load_pretrained
+    from spark_jax.plan.fit import fit_to_memory
+    from spark_jax.rl.trainer import Trainer
+    from spark_jax.rollout.config import GenerateConfig
+    from spark_jax.rollout.driver import generate
+    from spark_jax.rollout.export import summarize_run
+    from spark_jax.rollout.generators import GeneratorConfig, build_generator
+    from spark_jax.tools import run_tool
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    source = mmlu_pro.resolve_source(cfg.data or None)
+    questions = mmlu_pro.load_questions(source)
+    timings: dict[str, float] = {}
+    base = load_pretrained(cfg.model)
+
+    judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
+    generator = build_generator(GeneratorConfig(backend="local", model=cfg.model), local_model=base)
+    stage1: dict[str, pathlib.Path] = {}
+    for selection in cfg.selections:
+        _stage(f"Stage 1 ({selection}): {cfg.train_questions} questions x {cfg.rollout_steps} steps")
+        t = time.perf_counter()
+        gen_cfg = GenerateConfig(
+            data=source, num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
+            seed=cfg.seed, steps=cfg.rollout_steps, selection=selection, threshold=cfg.threshold,
+            questions_per_shard=cfg.concurrency, concurrency=cfg.concurrency, max_tokens_tool=cfg.max_tokens_tool,
+            max_tokens_thought=cfg.max_tokens_thought, max_tokens_answer=cfg.max_tokens_answer,
+            max_observation_chars=cfg.max_observation_chars)
+        stage1[selection] = out / f"stage1_{selection}"
+        summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(source), judge=judge,
+                           generator=generator, tool_runner=run_tool, out_dir=stage1[selection])
+        if summary.records == 0:
+            raise RuntimeError(f"Stage 1 ({selection}) produced no records; see {stage1[selection] / 'manifest.json'}")
+        timings[f"stage1_{selection}_s"] = time.perf_counter() - t
+
+    runs: dict[str, pathlib.Path] = {}
+    for arm in cfg.arms:
+        algo, _, selection = arm.partition(ARM_SEPARATOR)
+        name = arm_name(arm)
+        _stage(f"Stage 2: {name}, {cfg.train_steps} steps")
+        t = time.perf_counter()
+        train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection])).cfg
+        trainer = Trainer(train_cfg, out / f"train_{algo}_{selection}")
+        try:
+            trainer.run(progress=True)
+        finally:
+            trainer.close()
+        runs[name] = out / f"train_{algo}_{selection}"
+        timings[f"train_{algo}_{selection}_s"] = time.perf_counter() - t
+
+    manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
+    by_id = {q["question_id"]: q for q in questions}
+    heldout = [by_id[i] for i in manifest["questions"]["heldout"]]
+    labels = {selection: summarize_run(d) for selection, d in stage1.items()}
+    reports = {}
+    for mode in cfg.eval_modes:
+        _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): base and {len(runs)} arms on "
+               f"{len(heldout)} held-out questions")
+        t = time.perf_counter()
+        rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
+        timings[f"eval_{mode}_s"] = time.perf_counter() - t
+        reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
+    timings["total_s"] = time.perf_counter() - t0
+    table = experiment_table(cfg, labels, reports, timings)
+    (out / "experiment.md").write_text(table)
+    return table
+
+
+def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
+              heldout: list[dict[str, Any]], out: pathlib.Path) -> list[dict[str, Any]]:
+    """Every system's rows; a system whose rows file exists is not evaluated again."""
+    from spark_jax.eval.agent import AgentConfig
+    from spark_jax.eval.evaluate import evaluate_systems
+    from spark_jax.rl.export import pretrained_from_run
+    from spark_jax.rollout.store import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    agent_cfg = AgentConfig(max_steps=cfg.eval_steps, mode=mode, max_action_tokens=cfg.max_tokens_tool,
+                            max_answer_tokens=cfg.max_tokens_answer, observation_chars=cfg.max_observation_chars,
+                            seed=cfg.seed)
+    systems = [("base", lambda: base)] + [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
+    rows: list[dict[str, Any]] = []
+    for name, load in systems:
+        path = out / f"{name}.jsonl"
+        if path.is_file():
+            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            continue
+        got = evaluate_systems([(name, load)], heldout, agent_cfg)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in got))
+        rows += got
+    return rows
+
+
+def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels: dict[str, dict],
+            out: pathlib.Path, n: int) -> dict[str, Any]:
+    from spark_jax.eval.report import write_report
+
+    # each arm against its own training labels; the base model against the first selection's (rarity-first)
+    label_counts = {"base": labels[cfg.selections[0]]["usage_counts"]}
+    label_counts.update({arm_name(arm): labels[arm.partition(ARM_SEPARATOR)[2]]["usage_counts"] for arm in cfg.arms})
+    return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", label_counts=label_counts, meta={
+        "model": cfg.model, "held-out questions": n, "policy actions before the forced answer": cfg.eval_steps,
+        "label entropy (bits)": {s: labels[s]["selection_entropy_bits"] for s in labels},
+        "config": json.dumps(dataclasses.asdict(cfg)),
+    })
+
+
+def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: dict[str, dict],
+                     timings: dict[str, float]) -> str:
+    """The Markdown the command writes: Stage 1 label entropy, then one row per (mode, system)."""
+    lines = ["## Stage 1 training data", "",
+             "| selection | questions | judged steps | label entropy (bits) | label counts |", "|---|---|---|---|---|"]
+    for selection, s in labels.items():
+        counts = ", ".join(f"{a} {c}" for a, c in s["usage_counts"].items())
+        lines.append(f"| {selection} | {s['questions']} | {s['judged_steps']} | {s['selection_entropy_bits']:.2f} | "
+                     f"{counts} |")
+    for mode, summary in reports.items():
+        from spark_jax.eval.report import summary_table
+
+        lines += ["", f"## Held-out evaluation, {mode} mode", "", summary_table(summary)]
+    lines += ["", "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""``spark-jax experiment`` end to end on a tiny model: two Stage 1 runs, four arms, both eval modes,
+the table it writes, and a rerun that resumes (nothing is redone)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spark_jax.apps.experiment import ExperimentConfig, arm_name, run_experiment
+from tests.data.mmlu_fixtures import make_bank, write_jsonl
+
+
+@pytest.mark.slow
+def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
+    from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp_path / "model")
+    data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 4, "law": 4, "physics": 4}))
+    cfg = ExperimentConfig(model=str(model), data=str(data), train_questions=4, heldout_per_category=1,
+                           rollout_steps=2, train_steps=2, batch_size=2, lora_rank=2, eval_steps=2,
+                           max_tokens_tool=8, max_tokens_thought=8, max_tokens_answer=8, concurrency=4)
+    out = tmp_path / "exp"
+    table = run_experiment(cfg, out)
+    assert "## Stage 1 training data" in table and "| lowest_viable | 4 |" in table and "| greedy | 4 |" in table
+    for mode in ("score", "generate"):
+        report = json.loads((out / f"report_{mode}" / "report.json").read_text())
+        assert list(report["systems"]) == ["base", "SFT-greedy", "SFT-rarity", "PPO-rarity", "PPO-greedy"]
+        assert all(s["n"] == 3 for s in report["systems"].values())
+        assert f"## Held-out evaluation, {mode} mode" in table
+    assert (out / "experiment.md").read_text() == table
+    rows = [json.loads(x) for x in (out / "eval_score" / "base.jsonl").read_text().splitlines()]
+    assert all(len(r["header_logprobs"]) >= 1 and len(r["header_logprobs"][0]) == 10 for r in rows)
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "eval_generate").glob("*.jsonl")}
+    run_experiment(cfg, out)  # resumes: Stage 1, training and evaluation rows are all kept
+    assert {p: p.stat().st_mtime_ns for p in (out / "eval_generate").glob("*.jsonl")} == stamps
+    metrics = (out / "train_ppo_greedy" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in metrics] == [1, 2]
+
+
+def test_experiment_config_validation():
+    with pytest.raises(ValueError, match="arm 'ppo:least_used'"):
+        ExperimentConfig(arms=("ppo:least_used",))
+    with pytest.raises(ValueError, match="eval_modes"):
+        ExperimentConfig(eval_modes=("judge",))
+    assert arm_name("ppo:lowest_viable") == "PPO-rarity" and arm_name("sft:greedy") == "SFT-greedy"
