@@ -22,6 +22,8 @@ demo: setup
 	$(VENV)/bin/spark-jax demo --out runs/demo
 
 test: setup
+	# The layers contract (.importlinter): every package imports only the layers below it.
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --durations=15
 
 test-fast: setup

@@ -38,11 +38,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spark_jax.core.config_io import load_config  # noqa: E402
+from spark_jax.data.pipeline import action_arrays, batch_shapes  # noqa: E402
 from spark_jax.model.config import llama3_1_8b, tiny  # noqa: E402
 from spark_jax.model.factory import init_model  # noqa: E402
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings  # noqa: E402
 from spark_jax.plan.devices import device_key, peak_flops  # noqa: E402
-from spark_jax.data.pipeline import action_arrays, batch_shapes  # noqa: E402
 from spark_jax.rl.config import TrainConfig  # noqa: E402
 from spark_jax.rl.optim import lr_schedule, make_optimizer  # noqa: E402
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step  # noqa: E402

@@ -20,7 +20,6 @@ import statistics
 import jax
 import numpy as np
 import torch
-
 from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 
 

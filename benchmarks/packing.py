@@ -52,13 +52,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _timing import interleaved_times, ratio_spread  # noqa: E402
+
 from spark_jax.core.config_io import load_config  # noqa: E402
+from spark_jax.protocol.records import SHARD_GLOB, read_step_records  # noqa: E402
 from spark_jax.rl.config import TrainConfig  # noqa: E402
 from spark_jax.rl.steps import BATCH_KEYS  # noqa: E402
 from spark_jax.rl.trainer import Trainer  # noqa: E402
-from spark_jax.protocol.records import SHARD_GLOB, read_step_records  # noqa: E402
 
 log = logging.getLogger("packing_benchmark")
 

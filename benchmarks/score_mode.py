@@ -17,12 +17,12 @@ import subprocess
 from statistics import median
 
 import numpy as np
-
 from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
-from spark_jax.protocol.chat import encode_chat
+
 from spark_jax.eval.agent import action_names
 from spark_jax.model.pretrained import load_pretrained
 from spark_jax.protocol import prompts
+from spark_jax.protocol.chat import encode_chat
 from spark_jax.testing.score_reference import full_sequence_logprobs
 
 

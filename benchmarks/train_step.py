@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 from flax import nnx
 
-from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 from spark_jax.model.checkpoint_hf import gguf_cache_dir
 from spark_jax.model.pretrained import embedded_model_path, load_pretrained
 from spark_jax.rl.adapters import LoraConfig, apply_lora
@@ -90,7 +90,8 @@ def jax_step(args, ids, targets, mask):
 def torch_step(args, ids, targets, mask):
     """(run one step, last loss, threads) of the eager PyTorch + peft step."""
     import torch
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
     from transformers import LlamaForCausalLM
 
     hf_dir = gguf_cache_dir(embedded_model_path())

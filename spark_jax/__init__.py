@@ -12,7 +12,7 @@ __all__ = ["load_pretrained", "PretrainedModel", "__version__"]
 
 def __getattr__(name: str):
     if name in ("load_pretrained", "PretrainedModel"):
-        from spark_jax.model import pretrained
+        from spark_jax.model import pretrained  # deferred: `import spark_jax` must not start jax
 
         return getattr(pretrained, name)
     raise AttributeError(f"module 'spark_jax' has no attribute {name!r}")

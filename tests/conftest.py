@@ -23,7 +23,8 @@ enable_compilation_cache()
 def make_hf_llama(path, seed: int = 0, init_std: float = 0.1, **config_overrides):
     """Saves a random transformers LlamaForCausalLM (tiny preset shapes) to ``path``; returns it."""
     import torch
-    from transformers import LlamaConfig as HFLlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig as HFLlamaConfig
+    from transformers import LlamaForCausalLM
 
     from spark_jax.model.config import tiny
 

@@ -11,7 +11,8 @@ import os
 import sys
 
 from spark_jax.apps import demo, experiment
-from spark_jax.cli import curves, eval as eval_command, generate, model, plan, tools, train
+from spark_jax.cli import curves, generate, model, plan, tools, train
+from spark_jax.cli import eval as eval_command
 
 # In the order they appear in --help.
 COMMAND_MODULES = (model, tools, generate, eval_command, train, curves, plan, demo, experiment)

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from spark_jax.protocol.chat import encode_chat
     from spark_jax.model.pretrained import load_pretrained
+    from spark_jax.protocol.chat import encode_chat
 
     t0 = time.perf_counter()
     model = load_pretrained(args.model, dtype=args.dtype)

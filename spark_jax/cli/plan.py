@@ -8,6 +8,7 @@ import json
 import pathlib
 import sys
 
+
 def register(sub) -> None:
     p = sub.add_parser(
         "plan", help="per-device memory of a training config; refuses configs that cannot fit",

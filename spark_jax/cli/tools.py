@@ -9,7 +9,7 @@ import sys
 
 
 def _list(args: argparse.Namespace) -> int:
-    from spark_jax.tools import TOOLS, TOOL_NAMES
+    from spark_jax.tools import TOOL_NAMES, TOOLS
 
     for name in TOOL_NAMES:
         tool = TOOLS[name]

@@ -97,8 +97,8 @@ def plan_to_fit(cfg, args: argparse.Namespace):
     None after printing the planner's advice when nothing fits. Without an architecture or a
     device size to plan with, warns and returns ``cfg`` unchanged."""
     from spark_jax.core.distributed import is_main_process
-    from spark_jax.plan.fit import PlanError, fit_to_memory
     from spark_jax.plan.advice import resolve_arch
+    from spark_jax.plan.fit import PlanError, fit_to_memory
 
     main = is_main_process()
 

@@ -20,8 +20,8 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Sequence
 
-from spark_jax.protocol.chat import encode_chat
 from spark_jax.protocol.actions import ANSWER
+from spark_jax.protocol.chat import encode_chat
 
 log = logging.getLogger(__name__)
 

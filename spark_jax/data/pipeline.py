@@ -37,9 +37,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import grain
 import numpy as np
 
+from spark_jax.core.shapes import bucket
 from spark_jax.data.packing import RowStats, TrainRow, build_rows
 from spark_jax.protocol.records import read_step_records
-from spark_jax.core.shapes import bucket
 
 log = logging.getLogger(__name__)
 

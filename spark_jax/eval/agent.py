@@ -35,6 +35,7 @@ from spark_jax.protocol import prompts
 from spark_jax.protocol.actions import ANSWER, ActionFormatError, format_action, parse_action
 from spark_jax.protocol.answers import extract_answer
 from spark_jax.protocol.chat import encode_chat, end_of_turn_ids
+from spark_jax.tools import run_tool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +100,7 @@ class PolicyAgent:
         self.config = config
         self.name = name
         self.eos = end_of_turn_ids(model)
-        if tool_runner is None:
-            from spark_jax.tools import run_tool as tool_runner
-        self.tool_runner = tool_runner
+        self.tool_runner = tool_runner or run_tool
         self._seed = config.seed
 
     # ---- decoding helpers -----------------------------------------------------------------

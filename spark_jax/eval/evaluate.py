@@ -6,13 +6,13 @@ import json
 import pathlib
 from typing import Any, Sequence
 
+from tqdm.auto import tqdm
+
+from spark_jax.eval.agent import PolicyAgent
+
 
 def evaluate_systems(systems, questions, agent_config, *, progress: bool = True) -> list[dict[str, Any]]:
     """Rows for every (name, PretrainedModel-or-loader) system on the same questions."""
-    from tqdm.auto import tqdm
-
-    from spark_jax.eval.agent import PolicyAgent
-
     rows: list[dict[str, Any]] = []
     for name, get_model in systems:
         model = get_model()

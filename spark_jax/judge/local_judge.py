@@ -29,13 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spark_jax.protocol.chat import encode_chat
-from spark_jax.judge import prompts
 from spark_jax.backends.accounting import BackendStats
 from spark_jax.backends.model_thread import run_on_model_thread
-from spark_jax.model.llama import KVCache, positions_from_mask
-from spark_jax.protocol.interfaces import JudgeRequest, JudgeResult
 from spark_jax.core.shapes import bucket, length_bucket
+from spark_jax.judge import prompts
+from spark_jax.model.llama import KVCache, positions_from_mask
+from spark_jax.model.sharding import batch_sharding
+from spark_jax.protocol.chat import encode_chat
+from spark_jax.protocol.interfaces import JudgeRequest, JudgeResult
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,6 @@ class LocalJudge:
         mesh = getattr(self.model, "mesh", None)
         if mesh is None:
             return jnp.asarray(arr)
-        from spark_jax.model.sharding import batch_sharding
-
         return jax.device_put(arr, batch_sharding(mesh, arr.shape))
 
     # ---- the Judge protocol ---------------------------------------------------------------

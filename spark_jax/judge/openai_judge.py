@@ -14,11 +14,11 @@ import json
 import logging
 from typing import Any, Mapping
 
-from spark_jax.judge import prompts
 from spark_jax.backends.accounting import BackendStats, BudgetExceeded, CostTracker
-from spark_jax.judge.cache import JudgeCache, cache_key
 from spark_jax.backends.openai_client import ChatEndpoint
 from spark_jax.backends.retry import RequestFailed, RetryPolicy
+from spark_jax.judge import prompts
+from spark_jax.judge.cache import JudgeCache, cache_key
 from spark_jax.protocol.interfaces import JudgeRequest, JudgeResult
 
 log = logging.getLogger(__name__)

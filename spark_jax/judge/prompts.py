@@ -13,18 +13,15 @@ import json
 import string
 from typing import Any, Mapping, Sequence
 
+from spark_jax.protocol.action_specs import action_spec
 from spark_jax.protocol.interfaces import JudgeRequest
 
 SCORE_MIN, SCORE_MAX = 0, 10
 SCHEMA_NAME = "action_scores"
 
 def action_description(name: str) -> str:
-    """The one-line description of a candidate action, as the tools package states it."""
-    from spark_jax.tools import TOOLS
-
-    if name not in TOOLS:
-        raise KeyError(f"no tool named {name!r}; known: {sorted(TOOLS)}")
-    return TOOLS[name].description
+    """The one-line description of a candidate action (``spark_jax.protocol.action_specs``)."""
+    return action_spec(name).description
 
 
 class ScoreFormatError(ValueError):

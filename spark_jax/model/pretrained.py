@@ -19,11 +19,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from spark_jax.model import checkpoint_hf, generate as gen
+from spark_jax.core.shapes import bucket, length_bucket
+from spark_jax.model import checkpoint_hf
+from spark_jax.model import generate as gen
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.llama import Llama, positions_from_mask, supports_decode_layout
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from spark_jax.core.shapes import bucket, length_bucket
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 
 from spark_jax.model.config import LlamaConfig
+from spark_jax.plan.advice import resolve_arch, resolve_device, suggestions
+from spark_jax.plan.devices import available_host_memory_gb
+from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
 from spark_jax.rl.config import TrainConfig
 
 
@@ -55,10 +58,6 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
     shares it with everything else on the machine). grad_accum_set: whether the
     user chose grad_accum (None: it differs from TrainConfig's default); only worded in messages.
     """
-    from spark_jax.plan.devices import available_host_memory_gb
-    from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
-    from spark_jax.plan.advice import resolve_arch, resolve_device, suggestions
-
     memory_gb_arg = memory_gb
     arch = arch if arch is not None else resolve_arch(cfg.model, None)
     device, memory_gb = resolve_device(cfg, device, memory_gb)

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from spark_jax.core.storage import run_path
 from spark_jax.model.checkpoint_hf import export_hf
 from spark_jax.model.pretrained import PretrainedModel
 from spark_jax.model.sharding import make_mesh, state_shardings
@@ -19,7 +20,6 @@ from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import make_optimizer
 from spark_jax.rl.steps import init_state
 from spark_jax.rl.trainer import build_models, load_base_model, read_run_config, split_trainable
-from spark_jax.core.storage import run_path
 
 log = logging.getLogger(__name__)
 

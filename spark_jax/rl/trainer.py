@@ -22,6 +22,7 @@ import yaml
 from flax import nnx
 
 from spark_jax.core.config_io import ConfigError, load_config, to_dict
+from spark_jax.core.storage import is_remote, local_stage1_run, run_path
 from spark_jax.data.packing import KIND_NAMES
 from spark_jax.data.pipeline import build_input
 from spark_jax.model import checkpoint_hf
@@ -34,7 +35,6 @@ from spark_jax.rl.config import RESUMABLE_DIFFERENCES, TrainConfig
 from spark_jax.rl.critic import Critic
 from spark_jax.rl.optim import lr_schedule, make_optimizer
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step
-from spark_jax.core.storage import is_remote, local_stage1_run, run_path
 
 log = logging.getLogger(__name__)
 

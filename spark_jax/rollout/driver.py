@@ -28,11 +28,13 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from spark_jax.protocol.answers import extract_answer, extract_answer_strict
+from spark_jax.core.config_io import to_dict
+from spark_jax.data.mmlu_pro import stratified_split
 from spark_jax.protocol import prompts
 from spark_jax.protocol.actions import ANSWER, format_action
-from spark_jax.rollout.config import GenerateConfig, hashed_settings, settings_hash
+from spark_jax.protocol.answers import extract_answer, extract_answer_strict
 from spark_jax.protocol.interfaces import Generator, Judge, JudgeRequest
+from spark_jax.rollout.config import GenerateConfig, hashed_settings, settings_hash
 from spark_jax.rollout.rewards import rarity, step_reward
 from spark_jax.rollout.selection import UsageCounts, select_action
 from spark_jax.rollout.store import RunStore, StoreCorruptError
@@ -334,8 +336,6 @@ async def generate_async(
     out_dir: str | pathlib.Path,
 ) -> RunSummary:
     """Runs (or resumes) Stage 1 generation into ``out_dir``; see the module docstring."""
-    from spark_jax.data.mmlu_pro import stratified_split
-
     t0 = time.perf_counter()
     settings = hashed_settings(cfg, data_sha256=data_sha256, judge=str(judge.name), generator=str(generator.name))
     digest = settings_hash(settings)
@@ -419,8 +419,6 @@ async def _generate_opened(cfg, store, resumed, by_id, judge, generator, tool_ru
 
 
 def _plain(cfg: GenerateConfig) -> dict[str, Any]:
-    from spark_jax.core.config_io import to_dict
-
     return to_dict(cfg)
 
 

@@ -18,10 +18,11 @@ import os
 from typing import Any, Literal, Mapping, Sequence
 
 from spark_jax.backends.accounting import BackendStats, CostTracker
+from spark_jax.backends.endpoint_config import check_common_fields
 from spark_jax.backends.model_thread import run_on_model_thread
 from spark_jax.backends.openai_client import API_KEY_ENV, ChatEndpoint
 from spark_jax.backends.retry import RequestFailed, RetryPolicy
-from spark_jax.protocol.chat import end_of_turn_ids
+from spark_jax.protocol.chat import encode_chat, end_of_turn_ids
 
 Messages = Sequence[Mapping[str, str]]
 
@@ -69,8 +70,6 @@ class LocalGenerator:
     def complete_many_sync(self, conversations: Sequence[Messages], *, max_tokens: int,
                            stop: Sequence[str] | None = None) -> list[str]:
         """One ``model.generate`` call for all conversations (runs on the caller's thread)."""
-        from spark_jax.protocol.chat import encode_chat
-
         if not conversations:
             return []
         tok = self.model.tokenizer
@@ -187,8 +186,6 @@ class GeneratorConfig:
     prices: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from spark_jax.judge.config import check_common_fields
-
         if self.backend not in ("local", "openai"):
             raise ValueError(f"generator backend must be 'local' or 'openai', got {self.backend!r}")
         if self.model is None:
@@ -208,7 +205,7 @@ def build_generator(cfg: GeneratorConfig, local_model: Any = None, *, tracker: C
     """The generator ``cfg`` describes; ``local_model`` (a PretrainedModel) avoids a second load."""
     if cfg.backend == "local":
         if local_model is None:
-            from spark_jax.model.pretrained import load_pretrained
+            from spark_jax.model.pretrained import load_pretrained  # deferred: jax start-up, not needed for APIs
 
             local_model = load_pretrained(cfg.model)
         return LocalGenerator(local_model, name=cfg.model, temperature=cfg.temperature, seed=cfg.seed)

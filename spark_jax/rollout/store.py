@@ -24,8 +24,8 @@ import time
 from typing import Any, Iterable, Mapping
 
 from spark_jax.protocol.actions import ANSWER
-from spark_jax.rollout.config import differing_keys
 from spark_jax.protocol.records import RecordError, validate_record
+from spark_jax.rollout.config import differing_keys
 from spark_jax.rollout.selection import UsageCounts
 
 FORMAT = "spark-jax-stage1/1"

@@ -11,8 +11,14 @@ except ImportError:
 import pytest
 
 from spark_jax.backends.retry import (
-    RequestFailed, RetryPolicy, backoff_delay, call_with_retries, classify, parse_retry_after,
-    retry_after_from_headers, retry_delay,
+    RequestFailed,
+    RetryPolicy,
+    backoff_delay,
+    call_with_retries,
+    classify,
+    parse_retry_after,
+    retry_after_from_headers,
+    retry_delay,
 )
 from spark_jax.testing.openai_loopback import http_date
 

@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests.rollout.fakes import write_bank
-
 from spark_jax.protocol.records import REQUIRED_FIELDS, read_step_records
+from tests.rollout.fakes import write_bank
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FAKE = pathlib.Path(__file__).with_name("fake_generate.py")

@@ -129,8 +129,8 @@ def _train_args(model_dir, data, out, *extra):
 def test_train_raises_grad_accum_to_fit_the_planned_memory(tiny_model_dir, stage1_run, tmp_path, capsys,
                                                            fake_trainer):
     from spark_jax.core.config_io import load_config
-    from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
     from spark_jax.plan.advice import resolve_arch
+    from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
     from spark_jax.rl.config import TrainConfig
 
     cfg = load_config(TrainConfig, CONFIG, ["batch_size=8", "grad_accum=1", f"model={tiny_model_dir}"])

@@ -7,8 +7,8 @@ import os
 
 from etils import epath
 
-from spark_jax.protocol.records import read_step_records
 from spark_jax.core.storage import copy_stage1_run, is_remote, local_stage1_run, run_path
+from spark_jax.protocol.records import read_step_records
 from tests.conftest import synthetic_records, write_run_dir
 
 

@@ -6,7 +6,6 @@ import pytest
 
 from spark_jax.data import mmlu_pro
 from spark_jax.data.mmlu_pro import QuestionDataError, load_questions, read_questions, stratified_split
-
 from tests.data.mmlu_fixtures import make_bank, make_question, write_jsonl
 
 REAL = pathlib.Path("/work/shared/data/mmlu_pro/test.jsonl")

@@ -1,11 +1,9 @@
-import pytest
-
-from tests.data.mmlu_fixtures import make_bank, make_question, write_jsonl
-
 import grain
+import pytest
 
 from spark_jax.data import mmlu_pro_tfds
 from spark_jax.data.mmlu_pro import QuestionDataError
+from tests.data.mmlu_fixtures import make_bank, make_question, write_jsonl
 
 
 def test_builder_writes_array_record_that_grain_reads(tmp_path):

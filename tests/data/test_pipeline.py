@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from spark_jax.data import pipeline as pl
-from spark_jax.protocol.chat import encode_chat
 from spark_jax.data.packing import build_rows
+from spark_jax.protocol.chat import encode_chat
 from tests.conftest import synthetic_records, write_run_dir
 
 EOT = "<|im_end|>"

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from spark_jax.eval.metrics import (
-    TOOL_ACTIONS, bootstrap_entropy_interval, format_error_rate, header_entropy_bits, kl_to_labels_bits,
-    mean_header_entropy_bits, shannon_entropy_bits, summarize, summarize_system, wilson_interval,
+    TOOL_ACTIONS,
+    bootstrap_entropy_interval,
+    format_error_rate,
+    header_entropy_bits,
+    kl_to_labels_bits,
+    mean_header_entropy_bits,
+    shannon_entropy_bits,
+    summarize,
+    summarize_system,
+    wilson_interval,
 )
 
 STABLE_KEYS = ("name", "questions", "accuracy", "tool_entropy_bits", "tool_calls_per_question",

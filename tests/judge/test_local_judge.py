@@ -6,11 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from spark_jax.protocol.chat import encode_chat
 from spark_jax.judge import JudgeConfig, build_judge, prompts
 from spark_jax.judge.local_judge import (
-    LocalJudge, answer_distribution, answer_log_masses, expected_score, score_tokens, shared_prefix_length,
+    LocalJudge,
+    answer_distribution,
+    answer_log_masses,
+    expected_score,
+    score_tokens,
+    shared_prefix_length,
 )
+from spark_jax.protocol.chat import encode_chat
 from spark_jax.protocol.interfaces import JudgeRequest
 
 # ---- pure math -------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from spark_jax.judge import JudgeConfig, build_judge
 from spark_jax.backends.accounting import BudgetExceeded, CostTracker
-from spark_jax.judge.openai_judge import JudgeBackendError, OpenAIJudge
 from spark_jax.backends.retry import RetryPolicy
+from spark_jax.judge import JudgeConfig, build_judge
+from spark_jax.judge.openai_judge import JudgeBackendError, OpenAIJudge
 from spark_jax.protocol.interfaces import JudgeRequest
 from spark_jax.testing.openai_loopback import Behaviour, hang, http_date, ok, rate_limited, server_error
 

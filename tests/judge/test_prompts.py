@@ -104,5 +104,5 @@ def test_descriptions_come_from_the_tools_package():
 
     for a in NINE_ACTIONS:
         assert prompts.action_description(a) == TOOLS[a].description
-    with pytest.raises(KeyError, match="no tool named 'abacus'"):
+    with pytest.raises(KeyError, match="unknown action 'abacus'"):
         prompts.action_description("abacus")

@@ -120,10 +120,10 @@ def test_missing_tensor_is_named(loaded, tmp_path):
 
 
 def test_hf_names_cover_every_parameter(loaded):
+    import jax
     from flax import nnx
 
     from spark_jax.model.sharding import path_str
-    import jax
 
     _, state = nnx.split(loaded.module, nnx.Param)
     names = {hf_name(path_str(p))[0] for p, _ in jax.tree_util.tree_leaves_with_path(state)}
@@ -133,6 +133,7 @@ def test_hf_names_cover_every_parameter(loaded):
 
 def test_gguf_conversion_parses_each_file_once_and_restores_gguf(tmp_path):
     import gguf
+
     from spark_jax.model.checkpoint_hf import _gguf_parsed_once
 
     path = tmp_path / "tiny.gguf"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import spark_jax
-from spark_jax.protocol.chat import encode_chat
 from spark_jax.model.pretrained import embedded_model_path
+from spark_jax.protocol.chat import encode_chat
 
 pytestmark = pytest.mark.slow
 

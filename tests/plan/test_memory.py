@@ -10,7 +10,7 @@ import pytest
 from spark_jax.cli import main
 from spark_jax.core.config_io import load_config
 from spark_jax.model.config import tiny
-from spark_jax.plan.memory import MeshShape, abstract_run, per_device_bytes, plan_memory, run_leaves, leaves_bytes
+from spark_jax.plan.memory import MeshShape, abstract_run, leaves_bytes, per_device_bytes, plan_memory, run_leaves
 from spark_jax.rl.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).parents[2]

@@ -41,7 +41,8 @@ def _our_logits(model, ids):
 
 
 def test_lora_forward_matches_peft(tiny_model_dir):
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     base, cfg = load_hf_directory(tiny_model_dir)
     ours = apply_lora(base, LCFG)

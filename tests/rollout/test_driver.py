@@ -4,17 +4,16 @@ import json
 
 import pytest
 
-from tests.rollout.fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
-
 from spark_jax.data.mmlu_pro import fingerprint, load_questions
-from spark_jax.rollout import store as store_mod
 from spark_jax.protocol.actions import parse_action
+from spark_jax.protocol.records import read_step_records
+from spark_jax.rollout import store as store_mod
 from spark_jax.rollout.config import GenerateConfig
 from spark_jax.rollout.driver import generate
-from spark_jax.protocol.records import read_step_records
 from spark_jax.rollout.rewards import RewardWeights
 from spark_jax.rollout.selection import UsageCounts, select_action
 from spark_jax.rollout.store import ConfigMismatchError
+from tests.rollout.fakes import FakeGenerator, FakeJudge, fake_tool_runner, write_bank
 
 CATS = {"math": 8, "law": 5, "physics": 5}
 ORDER = ("calculator", "python", "sympy", "units", "chemistry", "constants", "finance", "search", "cot")

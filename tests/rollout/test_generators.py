@@ -7,7 +7,12 @@ import pytest
 from spark_jax.backends.accounting import BudgetExceeded
 from spark_jax.backends.retry import RetryPolicy
 from spark_jax.rollout.generators import (
-    GenerationError, GeneratorConfig, LocalGenerator, OpenAIGenerator, apply_stop, build_generator,
+    GenerationError,
+    GeneratorConfig,
+    LocalGenerator,
+    OpenAIGenerator,
+    apply_stop,
+    build_generator,
 )
 from spark_jax.testing.openai_loopback import Behaviour, LoopbackOpenAIServer, ok, rate_limited, server_error
 
