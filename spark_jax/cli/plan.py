@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import pathlib
 import sys
 
 
@@ -31,7 +30,9 @@ def register(sub) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     # Deferred, as in every sub-command module: these import jax, which `spark-jax --help` should not pay for.
-    from spark_jax.core.config_io import load_config
+    import yaml
+
+    from spark_jax.core.config_io import load_config, to_dict
     from spark_jax.plan.advice import format_plan, resolve_arch, resolve_device, suggestions
     from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
     from spark_jax.rl.config import TrainConfig
@@ -50,11 +51,15 @@ def run_plan(args: argparse.Namespace) -> int:
     advice = [] if fits else suggestions(cfg, arch, budget)
     if args.json:
         out = {**{k: v for k, v in dataclasses.asdict(plan).items()}, "device": device, "device_memory_gb": memory_gb,
-               "usable_gb": budget / 1e9, "peak_gb": plan.peak / 1e9, "fits": fits, "suggestions": advice}
+               "usable_gb": budget / 1e9, "peak_gb": plan.peak / 1e9, "fits": fits, "suggestions": advice,
+               "config": to_dict(cfg)}
         if measured:
             out["xla_memory_analysis"] = measured
         print(json.dumps(out))
     else:
+        # The config as the run will see it: defaults, then base_config files, the file, overrides.
+        print("config (merged):\n  " + yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None).rstrip().replace("\n", "\n  "))
+        print()
         print(format_plan(plan, cfg, arch, device, memory_gb))
         if measured:
             print("XLA memory analysis of the compiled step (longest bucket): "

@@ -90,6 +90,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _nested_defaults(cls: type) -> dict[str, Any]:
+    """The dataclass-valued defaults of ``cls``'s fields (its sections), by field name."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            out[f.name] = default
+    return out
+
+
 def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
@@ -97,7 +107,14 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; known keys: {sorted(types_)}"
         )
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    defaults = _nested_defaults(cls)
+    kwargs = {}
+    for k, v in data.items():
+        if k in defaults and isinstance(v, Mapping):
+            # A partial section (`lora: {qlora: true}`) changes only what it names of the parent's
+            # default section (TrainConfig's LoRA rank 16), not of the section class's own defaults.
+            v = _deep_merge(to_dict(defaults[k]), v)
+        kwargs[k] = _coerce(v, types_[k], f"{where}.{k}" if where else k)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -153,6 +170,32 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return conv(cfg)
 
 
+BASE_KEY = "base_config"
+
+
+def read_yaml_config(path: str | pathlib.Path, _seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file, with its ``base_config:`` (a path relative to the file)
+    merged underneath, recursively: a file holds only what differs from its base."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}" + (f" (the {BASE_KEY} of {_seen[-1]})" if _seen else ""))
+    if p.resolve() in _seen:
+        raise ConfigError(f"{p}: {BASE_KEY} cycle: {' -> '.join(map(str, _seen + (p.resolve(),)))}")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+    loaded = dict(loaded)
+    base = loaded.pop(BASE_KEY, None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{p}: {BASE_KEY} must be a path to another YAML config, got {base!r}")
+    return _deep_merge(read_yaml_config(p.parent / base, _seen + (p.resolve(),)), loaded)
+
+
 def load_config(
     cls: type[T],
     path: str | pathlib.Path | None = None,
@@ -165,17 +208,8 @@ def load_config(
         data = to_dict(base) if dataclasses.is_dataclass(base) else dict(base)
     where = cls.__name__
     if path is not None:
-        p = pathlib.Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        data = _deep_merge(data, loaded)
-        where = str(p)
+        data = _deep_merge(data, read_yaml_config(path))
+        where = str(path)
     if overrides:
         data = _deep_merge(data, parse_overrides(overrides))
         where = f"{where} (+ overrides)"

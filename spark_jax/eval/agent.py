@@ -29,8 +29,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-import numpy as np
-
 from spark_jax.protocol import prompts
 from spark_jax.protocol.actions import ANSWER, ActionFormatError, format_action, parse_action
 from spark_jax.protocol.answers import extract_answer

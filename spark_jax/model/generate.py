@@ -7,7 +7,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from spark_jax.model.llama import KVCache, Llama, positions_from_mask, with_decode_layout
+from spark_jax.model.cpu_decode import with_decode_layout
+from spark_jax.model.llama import KVCache, Llama, positions_from_mask
 
 UNFILLED = -1  # token value of output slots never written (after EOS or past the limit)
 

@@ -13,23 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spark_jax.model import rope
+from spark_jax.model.attention import attend
 from spark_jax.model.config import LlamaConfig
-
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
-QUERY_CHUNK = 512  # queries per attention block in long forward passes
-
-
-def causal_blocks(t: int) -> int:
-    """Query blocks for a causal pass of t tokens with keys = queries (0: attend in one piece).
-
-    About 128 queries per block, 4 to 8 blocks: on 2 CPU cores, SmolLM2 hidden states of 8 x 256
-    tokens took 4.3 s in 4 blocks (4.6 s in 8, 4.9 s in one) and of 2 x 1024 tokens 5.8 s in 8
-    blocks (6.4 s in 4, 7.3 s in one). More blocks mean more ops to compile.
-    """
-    if t < 256:
-        return 0
-    n = min(8, max(4, t // 128))
-    return n if t % n == 0 else 0
 
 
 class KVCache(NamedTuple):
@@ -112,52 +97,9 @@ class Attention(nnx.Module):
             kv = (jax.lax.dynamic_update_slice(cache_k, k_new, (0, 0, 0, index)),
                   jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, index, 0)))
             k, v = (k_new, v_new) if live == t else (kv[0][..., :live], kv[1][:, :, :live])
-        blocks = causal_blocks(t) if live == t else 0
-        if blocks:
-            out = _attend_causal_blocks(q, k, v, mask_bts, cfg.head_dim, blocks)
-        elif t > QUERY_CHUNK and t % QUERY_CHUNK == 0:
-            # Long prefills attend one query block at a time, so the float32 scores take
-            # [B, K, G, QUERY_CHUNK, S] instead of [B, K, G, T, S] (16 x 4096 tokens: 35 GB -> 4 GB).
-            n = t // QUERY_CHUNK
-            q_blocks = q.reshape(b, *q.shape[1:3], n, QUERY_CHUNK, cfg.head_dim).transpose(3, 0, 1, 2, 4, 5)
-            mask_blocks = mask_bts.reshape(b, n, QUERY_CHUNK, -1).swapaxes(0, 1)
-            out = jax.lax.map(lambda qm: _attend(qm[0], k, v, qm[1], cfg.head_dim), (q_blocks, mask_blocks))
-            out = out.transpose(1, 2, 3, 0, 4, 5).reshape(q.shape)
-        else:
-            out = _attend(q, k, v, mask_bts, cfg.head_dim)
+        out = attend(q, k, v, mask_bts, cfg.head_dim, keys_are_queries=live == t)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_heads * cfg.head_dim)
         return self.o_proj(out), kv
-
-
-def _attend(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int) -> jax.Array:
-    """Softmax attention of grouped queries [B, K, G, T, E] over keys [B, K, E, S] and values
-    [B, K, S, E]; scores and softmax in float32. The G query heads sharing a key head are folded
-    into the matmul's rows, so each product is one batched matmul over (B, K)."""
-    b, k_heads, g, t, e = q_bkgte.shape
-    q = q_bkgte.reshape(b, k_heads, g * t, e)
-    scores = jnp.einsum("bkme,bkes->bkms", q, k_bkes, preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, k_heads, g, t, -1) * (head_dim ** -0.5)
-    scores = jnp.where(mask_bts[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bkse.dtype).reshape(b, k_heads, g * t, -1)
-    return jnp.einsum("bkms,bkse->bkme", probs, v_bkse).reshape(b, k_heads, g, t, e)
-
-
-def _attend_causal_blocks(q_bkgte, k_bkes, v_bkse, mask_bts, head_dim: int, blocks: int) -> jax.Array:
-    """:func:`_attend` for a cache-free causal pass (keys = queries, T = S), in ``blocks`` query
-    blocks; block i reads only keys [0, (i + 1) T / blocks), since every later key is masked.
-
-    With n blocks the score and probability tensors, and their matmuls, shrink to (n + 1) / 2n
-    of the full square (4 blocks: 10/16). Rows whose mask is all zero (padding queries) are
-    garbage either way.
-    """
-    t = q_bkgte.shape[3]
-    size = t // blocks
-    outs = []
-    for i in range(blocks):
-        end = (i + 1) * size
-        outs.append(_attend(q_bkgte[:, :, :, i * size:end], k_bkes[..., :end], v_bkse[:, :, :end],
-                            mask_bts[:, i * size:end, :end], head_dim))
-    return jnp.concatenate(outs, axis=3)
 
 
 class MLP(nnx.Module):
@@ -277,82 +219,6 @@ class Llama(nnx.Module):
             positions_bt = positions_from_mask(attention_mask_bt, input_ids_bt.shape)
         hidden, cache = self.hidden_states(input_ids_bt, positions_bt, attention_mask_bt, cache)
         return self.project(hidden), cache
-
-
-class RowSplitLinear(nnx.Module):
-    """A bias-free linear map whose weight is held as ``len(parts)`` row blocks of the
-    transposed kernel, each [N_i, D_in]; for products with a few token rows (decode steps).
-
-    XLA:CPU (YNNPACK) runs a few-row product on one thread, as one pass over the weight, and at
-    about twice the memory bandwidth when the weight is the left operand. Independent blocks
-    run on different threads, so a step streams its weights from memory on every core (SmolLM2,
-    30 layers, 8 rows, 2 cores: 43 ms against 68 ms for x @ kernel with Eigen).
-    """
-
-    def __init__(self, parts: tuple[jax.Array, ...]):
-        self.parts = nnx.data(tuple(parts))
-
-    @classmethod
-    def from_kernel(cls, kernel_io: jax.Array, parts: int) -> "RowSplitLinear":
-        """From a kernel [D_in, N]."""
-        return cls(_row_blocks(kernel_io.T, parts))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [..., D_in] -> [..., N] in the weight's dtype."""
-        x = x.astype(self.parts[0].dtype)
-        out = jnp.concatenate([jnp.einsum("...d,nd->n...", x, w) for w in self.parts], axis=0)
-        return jnp.moveaxis(out, 0, -1)
-
-
-def _row_blocks(weight_nd: jax.Array, parts: int) -> tuple[jax.Array, ...]:
-    n = weight_nd.shape[0]
-    bounds = [n * i // parts for i in range(parts + 1)]
-    return tuple(weight_nd[lo:hi] for lo, hi in zip(bounds, bounds[1:]) if hi > lo)
-
-
-_PROJECTIONS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj")))
-
-
-def _is_plain_linear(module) -> bool:
-    """An ``nnx.Linear`` holding nothing but a float kernel (no adapters, no quantised weights)."""
-    if not isinstance(module, nnx.Linear):
-        return False
-    leaves = jax.tree_util.tree_leaves(nnx.state(module))
-    return len(leaves) == 1 and jnp.issubdtype(leaves[0].dtype, jnp.floating)
-
-
-def supports_decode_layout(model: Llama) -> bool:
-    """Whether ``with_decode_layout`` applies: every projection (and an untied LM head) is a plain
-    linear map. LoRA (qwix) and NF4 models are not; merge their adapters first."""
-    heads = [] if model.lm_head is None else [model.lm_head]
-    projections = [getattr(getattr(layer, owner), name) for layer in model.layers
-                   for owner, names in _PROJECTIONS for name in names]
-    return all(_is_plain_linear(m) for m in projections + heads)
-
-
-def with_decode_layout(model: Llama, parts: int) -> Llama:
-    """A copy of ``model`` whose projections (and LM head) are ``RowSplitLinear`` blocks, for
-    the token-by-token loop on CPU. Inside a jit the blocks are built once per call, before the
-    loop: one pass over the weights, repaid after a step or two, and a second copy of the weights
-    while the loop runs. Same function, new layout."""
-    if not supports_decode_layout(model):
-        raise ValueError("with_decode_layout needs plain linear projections; this model has adapters or "
-                         "quantised weights (merge them first, e.g. spark_jax.rl.adapters.merged_model)")
-    graphdef, state = nnx.split(model)
-    copy = nnx.merge(graphdef, state)
-    dtype = jnp.dtype(model.config.dtype)
-    for layer in copy.layers:
-        for owner_name, names in _PROJECTIONS:
-            owner = getattr(layer, owner_name)
-            for name in names:
-                kernel = getattr(owner, name).kernel[...].astype(dtype)
-                setattr(owner, name, RowSplitLinear.from_kernel(kernel, parts))
-    if copy.lm_head is None:
-        table = copy.embed_tokens.embedding[...].astype(dtype)
-        copy.lm_head = nnx.data(RowSplitLinear(_row_blocks(table, parts)))  # the tied table is [V, D] already
-    else:
-        copy.lm_head = RowSplitLinear.from_kernel(copy.lm_head.kernel[...].astype(dtype), parts)
-    return copy
 
 
 def positions_from_mask(attention_mask_bt, shape) -> jax.Array:

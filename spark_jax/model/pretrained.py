@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import pathlib
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,9 @@ from spark_jax.core.shapes import bucket, length_bucket
 from spark_jax.model import checkpoint_hf
 from spark_jax.model import generate as gen
 from spark_jax.model.config import LlamaConfig
-from spark_jax.model.llama import Llama, positions_from_mask, supports_decode_layout
+from spark_jax.model.cpu_decode import compiler_options, default_decode_weight_blocks, supports_decode_layout
+from spark_jax.model.decoding import choose_decoder
+from spark_jax.model.llama import Llama, positions_from_mask
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 
 log = logging.getLogger(__name__)
@@ -60,33 +61,6 @@ def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
 _SHARED_JIT: dict[tuple, Callable] = {}
 
 
-# On CPU, products with many token rows (prompt prefill: hidden states with or without a cache)
-# compile their dots with Eigen, which runs each on all cores; YNNPACK is better for the LM head
-# over many rows and for the decode loop's row-split weights (``with_decode_layout``), whose
-# blocks YNNPACK runs one per core. SmolLM2 on 2 cores, 8 x 256 prefill: hidden states 4.7 s
-# Eigen / 5.5 s YNNPACK; layers of a decode step with 8 rows: 68 ms Eigen, 43 ms row-split.
-_EIGEN_DOTS_KINDS = ("hidden", "prefill", "prefill_prefix", "generate", "generate_prefix")
-
-
-def _compiler_options(kind: str) -> dict[str, str] | None:
-    """XLA options per entry point (see ``_EIGEN_DOTS_KINDS``)."""
-    if kind in _EIGEN_DOTS_KINDS and jax.default_backend() == "cpu":
-        return {"xla_cpu_experimental_ynn_fusion_type": ""}
-    return None
-
-
-def default_decode_weight_blocks(mesh: Mesh | None) -> int:
-    """Row blocks per weight for the decode loop: one per core on an unsharded CPU model, 0
-    (plain layout) elsewhere: accelerators pick their own layouts, and meshes shard the weights."""
-    if mesh is not None or jax.default_backend() != "cpu":
-        return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 16))
-
-
 class PretrainedModel:
     """A loaded causal LM: ``.config``, ``.tokenizer``, ``.logits()``, ``.generate()``."""
 
@@ -101,9 +75,18 @@ class PretrainedModel:
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
         self._compiled: dict[tuple, Callable] = {}
-        # > 0: the decode loop runs on weights split into this many row blocks (CPU, no mesh);
-        # prefill and the loop then compile separately, each with its best dot backend.
         self.decode_weight_blocks = default_decode_weight_blocks(mesh) if supports_decode_layout(model) else 0
+
+    @property
+    def decode_weight_blocks(self) -> int:
+        """> 0: the decode loop runs on weights split into this many row blocks (CPU, no mesh),
+        and prefill and the loop compile separately (``decoding.SplitDecoder``)."""
+        return self._decode_weight_blocks
+
+    @decode_weight_blocks.setter
+    def decode_weight_blocks(self, blocks: int) -> None:
+        self._decode_weight_blocks = blocks
+        self._decoder = choose_decoder(blocks)
 
     @property
     def module(self) -> Llama:
@@ -122,7 +105,7 @@ class PretrainedModel:
             compiled = _SHARED_JIT.get(shared_key)
             if compiled is None:
                 log.info("compiling %s for shape bucket %s", key[0], key[1:])
-                options = _compiler_options(key[0])
+                options = compiler_options(key[0])
                 if self.mesh is None:
                     compiled = jax.jit(fn, compiler_options=options, donate_argnums=donate_argnums)
                 else:
@@ -165,7 +148,7 @@ class PretrainedModel:
         """``logits`` on device arrays of a bucketed shape [B, T]: float32 [B, T, V], no host copy.
 
         On an unsharded CPU model the hidden states and the LM head are two executables, so each
-        gets its best dot backend (``_compiler_options``); the hidden states stay on the device.
+        gets its best dot backend (``cpu_decode.compiler_options``); the hidden states stay on the device.
         """
         bb, tb = ids_bt.shape
         graphdef = self.graphdef
@@ -285,73 +268,14 @@ class PretrainedModel:
             mask[i, pb - len(p) + shared:] = 1
         mask[b:, -1] = 1  # batch-padding rows get one dummy token so no row is empty
         self._check_ids(ids)
-        graphdef = self.graphdef
-        rep = replicated(self.mesh) if self.mesh is not None else None
         scalars = (jnp.asarray(max_new_tokens, jnp.int32), jnp.asarray(temperature, jnp.float32),
                    jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
         prefix = None
         if shared:
             prefix = np.asarray(prompts[0][:shared], np.int32)[None, :]
             self._check_ids(prefix)
-        if self.decode_weight_blocks:
-            out = self._prefill_then_loop(prefix, ids, mask, scalars, nb)
-        elif prefix is not None:
-            def run_prefix(state, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
-                model = nnx.merge(graphdef, state)
-                return gen.decode_with_prefix(model, prefix_1c, ids_bp, mask_bp, limit, temperature, rng, eos_ids,
-                                              max_new_tokens=nb)
-
-            fn = self._jit(
-                ("generate_prefix", bb, shared, pb, nb, len(eos)), run_prefix,
-                lambda: (self._state_shardings(), rep, batch_sharding(self.mesh, (bb, pb)),
-                         batch_sharding(self.mesh, (bb, pb)), rep, rep, rep, rep),
-                lambda: batch_sharding(self.mesh, (bb, nb)),
-            )
-            prefix_arr = jnp.asarray(prefix) if self.mesh is None else jax.device_put(prefix, rep)
-            out = fn(self.state, prefix_arr, self._put(ids), self._put(mask), *scalars)
-        else:
-            def run(state, ids_bp, mask_bp, limit, temperature, rng, eos_ids):
-                model = nnx.merge(graphdef, state)
-                return gen.decode(model, ids_bp, mask_bp, limit, temperature, rng, eos_ids, max_new_tokens=nb)
-
-            fn = self._jit(
-                ("generate", bb, pb, nb, len(eos)), run,
-                lambda: (self._state_shardings(), batch_sharding(self.mesh, (bb, pb)),
-                         batch_sharding(self.mesh, (bb, pb)), rep, rep, rep, rep),
-                lambda: batch_sharding(self.mesh, (bb, nb)),
-            )
-            out = fn(self.state, self._put(ids), self._put(mask), *scalars)
+        out = self._decoder.run(self, prefix, ids, mask, scalars, nb)
         return gen.trim_outputs(np.asarray(jax.device_get(out))[:b], eos, max_new_tokens)
-
-    def _prefill_then_loop(self, prefix: np.ndarray | None, ids: np.ndarray, mask: np.ndarray, scalars: tuple,
-                           nb: int) -> jax.Array:
-        """Unsharded CPU generation as two executables: the prompt prefill (Eigen dots) and the
-        token loop on row-split weights (``decode_weight_blocks``); the cache stays on the device
-        and is donated to the loop."""
-        graphdef, blocks = self.graphdef, self.decode_weight_blocks
-        (bb, pb), shared = ids.shape, 0 if prefix is None else prefix.shape[1]
-        if prefix is None:
-            def run_prefill(state, ids_bp, mask_bp):
-                return gen.prefill(nnx.merge(graphdef, state), ids_bp, mask_bp, max_new_tokens=nb)
-
-            prefilled = self._jit(("prefill", bb, pb, nb), run_prefill, None, None)(self.state, ids, mask)
-        else:
-            def run_prefill(state, prefix_1c, ids_bp, mask_bp):
-                return gen.prefill_with_prefix(nnx.merge(graphdef, state), prefix_1c, ids_bp, mask_bp,
-                                               max_new_tokens=nb)
-
-            prefilled = self._jit(("prefill_prefix", bb, shared, pb, nb), run_prefill, None, None)(
-                self.state, prefix, ids, mask)
-
-        def run_loop(state, cache, last_hidden, next_pos, limit, temperature, rng, eos_ids):
-            prefilled = gen.Prefilled(last_hidden, cache, next_pos)
-            out, cache = gen.sample_loop(nnx.merge(graphdef, state), prefilled, limit, temperature, rng, eos_ids,
-                                         max_new_tokens=nb, weight_blocks=blocks, return_cache=True)
-            return out, cache  # returned so the donated prefill cache is updated in place
-
-        loop = self._jit(("decode_loop", bb, shared + pb + nb, nb, len(scalars[3]), blocks), run_loop, None, None,
-                         donate_argnums=(1,))
-        return loop(self.state, prefilled.cache, prefilled.last_hidden, prefilled.next_pos, *scalars)[0]
 
     def _check_ids(self, ids: np.ndarray) -> None:
         if ids.size and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
@@ -374,19 +298,23 @@ def load_pretrained(
     """
     if mesh is not None and not isinstance(mesh, Mesh):
         mesh = make_mesh(mesh)
-    overrides = {"param_dtype": dtype, "dtype": dtype, **config_overrides}
+    model, tokenizer = load_checkpoint(path, mesh=mesh, param_dtype=dtype, dtype=dtype, **config_overrides)
+    return PretrainedModel(model, tokenizer, mesh)
+
+
+def load_checkpoint(path: str | pathlib.Path, *, mesh: Mesh | None = None, **config_overrides: Any) -> tuple[Llama, Any]:
+    """(Llama module, tokenizer or None) from an HF directory, a ``.gguf`` file or ``"embedded"``:
+    the one loader behind ``load_pretrained`` and the trainer. ``config_overrides`` replace
+    LlamaConfig fields (dtypes, remat)."""
     p = resolve_model_path(path)
     if p.is_file() and p.suffix == ".gguf":
-        model, _, converted = checkpoint_hf.load_gguf(p, mesh=mesh, **overrides)
-        tokenizer = _maybe_tokenizer(converted)
+        model, _, hf_dir = checkpoint_hf.load_gguf(p, mesh=mesh, **config_overrides)
     elif p.is_dir():
-        model, _ = checkpoint_hf.load_hf_directory(p, mesh=mesh, **overrides)
-        tokenizer = _maybe_tokenizer(p)
+        model, _ = checkpoint_hf.load_hf_directory(p, mesh=mesh, **config_overrides)
+        hf_dir = p
     else:
-        raise checkpoint_hf.CheckpointError(
-            f"{p}: expected a Hugging Face model directory or a .gguf file"
-        )
-    return PretrainedModel(model, tokenizer, mesh)
+        raise checkpoint_hf.CheckpointError(f"{p}: expected a Hugging Face model directory or a .gguf file")
+    return model, _maybe_tokenizer(hf_dir)
 
 
 def _maybe_tokenizer(directory: pathlib.Path):

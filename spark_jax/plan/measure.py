@@ -4,7 +4,6 @@ and read ``compiled.memory_analysis()``. Needs as many devices as the config's m
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from spark_jax.data.pipeline import batch_shapes

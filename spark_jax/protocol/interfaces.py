@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Protocol, Sequence
 
+from spark_jax.backends.accounting import BackendStats
+
 
 @dataclasses.dataclass(frozen=True)
 class JudgeRequest:
@@ -32,6 +34,7 @@ class JudgeResult:
 
 class Judge(Protocol):
     name: str  # model identity; part of the cache key and the run's config hash
+    stats: BackendStats  # calls, cache hits, cost since it was built (the progress bar reads them)
 
     async def score(self, request: JudgeRequest) -> JudgeResult: ...
 

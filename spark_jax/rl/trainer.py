@@ -25,9 +25,8 @@ from spark_jax.core.config_io import ConfigError, load_config, to_dict
 from spark_jax.core.storage import is_remote, local_stage1_run, run_path
 from spark_jax.data.packing import KIND_NAMES
 from spark_jax.data.pipeline import build_input
-from spark_jax.model import checkpoint_hf
 from spark_jax.model.llama import Llama
-from spark_jax.model.pretrained import _maybe_tokenizer, resolve_model_path
+from spark_jax.model.pretrained import load_checkpoint
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from spark_jax.rl.adapters import apply_lora, trainable_filter
 from spark_jax.rl.checkpointing import RunCheckpoints, abstract_like
@@ -44,18 +43,9 @@ METRICS_NAME = "metrics.jsonl"
 
 def load_base_model(cfg: TrainConfig, mesh=None) -> tuple[Llama, Any]:
     """(model, tokenizer) from ``cfg.model`` with the run's dtypes."""
-    overrides = {"param_dtype": cfg.param_dtype, "dtype": cfg.dtype}
-    p = resolve_model_path(cfg.model)
-    if p.is_file() and p.suffix == ".gguf":
-        model, _, hf_dir = checkpoint_hf.load_gguf(p, mesh=mesh, **overrides)
-    elif p.is_dir():
-        model, _ = checkpoint_hf.load_hf_directory(p, mesh=mesh, **overrides)
-        hf_dir = p
-    else:
-        raise checkpoint_hf.CheckpointError(f"{p}: expected a Hugging Face model directory or a .gguf file")
-    tokenizer = _maybe_tokenizer(hf_dir)
+    model, tokenizer = load_checkpoint(cfg.model, mesh=mesh, param_dtype=cfg.param_dtype, dtype=cfg.dtype)
     if tokenizer is None:
-        raise FileNotFoundError(f"{hf_dir}: no tokenizer files; training needs the model's chat template")
+        raise FileNotFoundError(f"{cfg.model}: no tokenizer files; training needs the model's chat template")
     return model, tokenizer
 
 

@@ -9,8 +9,9 @@ import pytest
 from flax import nnx
 
 from spark_jax.model.config import tiny
+from spark_jax.model.cpu_decode import RowSplitLinear, supports_decode_layout, with_decode_layout
 from spark_jax.model.factory import abstract_model, init_model
-from spark_jax.model.llama import KVCache, Llama, RowSplitLinear, supports_decode_layout, with_decode_layout
+from spark_jax.model.llama import KVCache
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +146,13 @@ def _padded_batch(t: int, pad: int):
 def test_causal_blocks_equal_one_block(model, monkeypatch, t):
     """Cache-free passes of >= 256 tokens attend in causal query blocks, each reading only the
     keys up to its end; that must change nothing at real tokens."""
-    import spark_jax.model.llama as llama
+    import spark_jax.model.attention as attention
 
-    assert llama.causal_blocks(t) == t // min(128, t // 4)
+    assert attention.causal_blocks(t) == t // min(128, t // 4)
     ids, mask = _padded_batch(t, pad=37)
     forward = lambda: nnx.jit(lambda m, i, k: m(i, None, k)[0])(model, ids, mask)  # fresh trace
     blocked = forward()
-    monkeypatch.setattr(llama, "causal_blocks", lambda t: 0)  # one piece over all keys
+    monkeypatch.setattr(attention, "causal_blocks", lambda t: 0)  # one piece over all keys
     whole = forward()
     real = np.asarray(mask)
     np.testing.assert_allclose(np.asarray(blocked)[real], np.asarray(whole)[real], atol=1e-5, rtol=0)

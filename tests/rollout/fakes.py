@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 
+from spark_jax.backends.accounting import BackendStats
 from spark_jax.protocol.interfaces import JudgeResult
 
 LETTERS = "ABCDEFGHIJ"
@@ -26,16 +27,14 @@ class FakeJudge:
         self.name = name
         self.delay_s = delay_s
         self.fail_qids = set(fail_qids)
-        self.calls = 0
-        self.cache_hits = 0
-        self.cost_usd = 0.0
+        self.stats = BackendStats()
         self._rng = random.Random(jitter_seed) if jitter_seed is not None else None
 
     async def score(self, request):
         if self.delay_s or self._rng:
             await asyncio.sleep(self.delay_s + (self._rng.random() * 0.01 if self._rng else 0.0))
-        self.calls += 1
-        self.cost_usd += 0.001
+        self.stats.calls += 1
+        self.stats.cost_usd += 0.001
         qid = request.question["question_id"]
         if qid in self.fail_qids:
             return JudgeResult(ok=False, error="malformed JSON from the judge", attempts=3)

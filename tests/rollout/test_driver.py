@@ -158,7 +158,7 @@ def test_completed_run_is_a_no_op(bank, tmp_path):
     before = shard_bytes(tmp_path / "run")
     judge = FakeJudge()
     summary = run(bank, tmp_path / "run", judge=judge)
-    assert summary.resumed and judge.calls == 0 and shard_bytes(tmp_path / "run") == before
+    assert summary.resumed and judge.stats.calls == 0 and shard_bytes(tmp_path / "run") == before
 
 
 def test_resume_with_other_settings_is_refused_naming_the_keys(bank, tmp_path):
