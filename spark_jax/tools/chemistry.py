@@ -27,11 +27,17 @@ def _element(name: str):
 
 class ChemistryTool(Tool):
     name = "chemistry"
+    in_worker = True
     description = "Element properties and molar masses / mass composition of chemical formulas."
     argument_format = (
         "an element symbol or name (`Fe`, `iron`) or a formula (`H2SO4`, `CuSO4(H2O)5`, "
         "`C6H12O6`); optional prefix `mass of N mol ` e.g. `mass of 2.5 mol NaCl`"
     )
+
+    def warm(self) -> None:
+        import periodictable
+
+        periodictable.formula("H2O").mass  # noqa: B018 - loads the element tables
 
     def _run(self, argument: str, timeout_s: float) -> str:
         import periodictable

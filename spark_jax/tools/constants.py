@@ -76,11 +76,15 @@ def lookup(query: str, limit: int = 5) -> tuple[list[str], dict]:
 
 class ConstantsTool(Tool):
     name = "constants"
+    in_worker = True
     description = "Looks up physical constants (CODATA via scipy.constants) with value, unit and uncertainty."
     argument_format = (
         "a constant's name or symbol, e.g. `speed of light`, `Planck constant`, `k`, `N_A`, "
         "`electron mass`, `R`, `epsilon_0`"
     )
+
+    def warm(self) -> None:
+        _table()
 
     def _run(self, argument: str, timeout_s: float) -> str:
         if len(argument) > 200:

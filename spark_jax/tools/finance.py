@@ -161,6 +161,7 @@ def _number(value, name):
 
 class FinanceTool(Tool):
     name = "finance"
+    in_worker = True
     description = "Time value of money: present/future value, NPV, IRR, annuity and loan payments, CAGR."
     argument_format = (
         "one call with numbers (per-period rate as 0.05 or 5%): `fv(rate, nper, pv, pmt=0, when=0)`, "

@@ -119,8 +119,15 @@ def open_index(location: str) -> SearchIndex:
 
 class SearchTool(Tool):
     name = "search"
+    in_worker = True
     description = "Searches a local offline reference corpus (BM25) and returns the best-matching passages."
     argument_format = "a short keyword query, e.g. `ideal gas law constant R`"
+
+    def warm(self) -> None:
+        location = self.config.resolved_search_corpus()
+        if location:
+            _tokenize(["warm"])
+            open_index(location)
 
     def _run(self, argument: str, timeout_s: float) -> str:
         location = self.config.resolved_search_corpus()
