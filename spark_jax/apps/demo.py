@@ -36,9 +36,11 @@ class DemoConfig:
     # SmolLM2-135M as a local judge scores about 2.5-4.5 where GPT-4o spreads 0-10, so the paper's
     # 6.0 would leave nothing viable and every rule would act greedily (see README).
     threshold: float = 5.0  # SmolLM2-135M judging with the compact prompt scores ~4.1-5.8 (see README)
-    train_steps: int = 3  # optimizer steps for SFT and for PPO each (3 keeps `make demo` under 15 min here)
-    batch_size: int = 2
+    train_steps: int = 3  # optimizer steps for SFT and for PPO each
+    batch_size: int = 2  # trajectories per step (packed)
     lora_rank: int = 8
+    lr: float = 2e-4
+    warmup_steps: int = 2
     eval_steps: int = 1  # policy actions before the forced answer
     eval_mode: str = "generate"
     seed: int = 0
@@ -49,6 +51,12 @@ class DemoConfig:
                      "lora_rank", "eval_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.eval_mode not in ("generate", "score"):
+            raise ValueError(f"eval_mode must be 'generate' or 'score', got {self.eval_mode!r}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -165,23 +173,23 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
 
 
 def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Path) -> pathlib.Path:
-    from spark_jax.core.config_io import load_config
-    from spark_jax.rl.config import TrainConfig
+    from spark_jax.plan.fit import fit_to_memory
+    from spark_jax.rl.adapters import LoraConfig
+    from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
     from spark_jax.rl.trainer import Trainer
 
-    train_cfg = load_config(TrainConfig, None, [
-        f"algo={algo}", f"data={json.dumps(str(stage1))}", f"model={json.dumps(cfg.model)}",
-        # Demo states are 440-660 tokens and actions at most ~70: 768 holds a batch without the
-        # 2x padding of 1024, and one action bucket means one compilation per sequence bucket.
-        f"steps={cfg.train_steps}", f"batch_size={cfg.batch_size}", "seq_buckets=[512,768,1024,2048]",
-        "action_buckets=[128]",
-        f"lora.rank={cfg.lora_rank}", f"lora.alpha={2.0 * cfg.lora_rank}", "optim.lr=2e-4",
-        # Updates start at lr 0, 1e-4, 2e-4: without warmup the first Adam step moves every adapter
-        # weight by the full lr, and PPO's KL reached 14.2 by step 3 (0.15 with this schedule).
-        "optim.warmup_steps=2", f"checkpoint.every={cfg.train_steps}", "checkpoint.keep=1",
-        f"seed={cfg.seed}",
-    ])
-    trainer = Trainer(train_cfg, run_dir)
+    train_cfg = dataclasses.replace(
+        TrainConfig(), algo=algo, data=str(stage1), model=cfg.model, steps=cfg.train_steps,
+        batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed,
+        # A packed demo trajectory (system prompt, question, one action, the answer) is 600-900
+        # tokens and its two actions (headers, at most 64 + 64 written tokens, end markers) stay
+        # under 192: two sequence buckets and one action bucket keep the compilations to two.
+        seq_buckets=(1024, 1536), action_buckets=(192,),
+        lora=LoraConfig(rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
+        optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
+        checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 2), keep=1),
+    )
+    trainer = Trainer(fit_to_memory(train_cfg).cfg, run_dir)
     try:
         trainer.run(progress=True)
     finally:

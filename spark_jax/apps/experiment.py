@@ -106,7 +106,9 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
     base = TrainConfig()
     return dataclasses.replace(
         base, algo=algo, data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
-        grad_accum=1, seq_buckets=(512, 768, 1024, 1536, 2048), action_buckets=(64, 128, 256, 512), seed=cfg.seed,
+        # A packed trajectory holds every step's actions: with the default token caps, one action
+        # bucket and two sequence buckets mean at most two compilations per arm.
+        grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,), seed=cfg.seed,
         optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
         lora=dataclasses.replace(LoraConfig(rank=16, alpha=32.0), rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
         checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 4), keep=1),

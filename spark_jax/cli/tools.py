@@ -17,9 +17,14 @@ def _list(args: argparse.Namespace) -> int:
         if args.formats:
             print(f"    input: {tool.argument_format}")
     if args.sandbox:
+        from spark_jax.tools import current_config
+        from spark_jax.tools.python_tool import sandbox_settings
         from spark_jax.tools.sandbox import sandbox_layers
 
-        print("python sandbox layers: " + json.dumps(sandbox_layers()))
+        layers = sandbox_layers(sandbox_settings(current_config(), ()))
+        mode = layers.get("mode", "?")
+        print(f"python sandbox mode: {mode}" + (f" ({layers['error']})" if "error" in layers else ""))
+        print("python sandbox layers: " + json.dumps(layers))
     return 0
 
 
@@ -55,7 +60,7 @@ def _index(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("tools", help="list the tools (and CoT) with their descriptions")
     p.add_argument("--formats", action="store_true", help="also print each tool's argument format")
-    p.add_argument("--sandbox", action="store_true", help="also report the python sandbox's active layers")
+    p.add_argument("--sandbox", action="store_true", help="also report the python sandbox's mode (root, user-namespace, unsafe or unavailable) and layers")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("tool", help="run one tool: spark-jax tool NAME ARGUMENT ('-' reads stdin)")

@@ -4,6 +4,11 @@
 ``TOOLS`` maps each name in ``TOOL_NAMES`` to a tool object with ``.name``, ``.description``
 (one line) and ``.argument_format`` (for prompts). ``configure(ToolsConfig(...))`` replaces
 the configuration ``TOOLS`` and ``run_tool`` use. No jax/torch/transformers imports here.
+
+Where each tool runs (docs/tools.md): calculator, units, finance, chemistry, constants and search
+in killable worker processes (tool_worker), python and sympy in a fresh sandbox per call
+(sandbox), cot here. Every call returns within its timeout, its output free of control and
+escape characters.
 """
 
 from __future__ import annotations

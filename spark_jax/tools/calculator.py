@@ -13,6 +13,7 @@ MAX_EXPRESSION_CHARS = 2000
 MAX_DEPTH = 60
 MAX_INT_BITS = 4000  # about 1200 decimal digits
 MAX_FACTORIAL = 1000
+MAX_ROUND_DIGITS = 1000
 
 
 def _check_int(value: int) -> int:
@@ -103,6 +104,13 @@ def _bounded_int_fn(fn, name):
     return wrapped
 
 
+def _round(x, ndigits=None):
+    # round(7, -10**9) would compute 10**(10**9) first.
+    if ndigits is not None and (not isinstance(ndigits, int) or abs(ndigits) > MAX_ROUND_DIGITS):
+        raise ToolInputError(f"round: digits must be an integer between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}")
+    return round(x) if ndigits is None else round(x, ndigits)
+
+
 def _log(x, base=None):
     if x <= 0:
         raise ToolInputError("log needs a positive argument")
@@ -116,7 +124,7 @@ FUNCTIONS = {
     "atan": math.atan, "atan2": math.atan2, "sinh": math.sinh, "cosh": math.cosh,
     "tanh": math.tanh, "asinh": math.asinh, "acosh": math.acosh, "atanh": math.atanh,
     "degrees": math.degrees, "radians": math.radians, "hypot": math.hypot,
-    "abs": abs, "round": round, "floor": math.floor, "ceil": math.ceil,
+    "abs": abs, "round": _round, "floor": math.floor, "ceil": math.ceil,
     "factorial": _factorial, "gcd": math.gcd, "lcm": math.lcm,
     "comb": _bounded_int_fn(math.comb, "comb"), "perm": _bounded_int_fn(math.perm, "perm"),
     "min": min, "max": max, "sum": lambda *a: sum(a[0]) if len(a) == 1 and isinstance(a[0], list) else sum(a),
@@ -219,6 +227,7 @@ def format_number(value) -> str:
 
 class Calculator(Tool):
     name = "calculator"
+    in_worker = True
     description = action_spec("calculator").description
     argument_format = action_spec("calculator").argument_format
 

@@ -28,8 +28,14 @@ def _element(name: str):
 
 class ChemistryTool(Tool):
     name = "chemistry"
+    in_worker = True
     description = action_spec("chemistry").description
     argument_format = action_spec("chemistry").argument_format
+
+    def warm(self) -> None:
+        import periodictable
+
+        periodictable.formula("H2O").mass  # noqa: B018 - loads the element tables
 
     def _run(self, argument: str, timeout_s: float) -> str:
         import periodictable

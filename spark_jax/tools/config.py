@@ -33,6 +33,15 @@ class ToolsConfig:
     sandbox_uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
     search_corpus: str | None = None  # JSONL file, index directory, or "demo"; None: env var
     search_top_k: int = 3
+    # "strict": python and sympy run only with every isolation layer (root: namespaces and a
+    # fresh uid; not root: an unprivileged user namespace), else refuse with "sandbox
+    # unavailable: ...". "unsafe": run with whatever this host allows. None: the
+    # SPARK_SANDBOX_MODE environment variable, else "strict".
+    sandbox_mode: str | None = None
+    # Calculator, units, finance, chemistry, constants and search run in warm worker processes
+    # that a timeout can kill; at most this many at once (more calls wait for a free one).
+    host_tool_workers: int = 4
+    host_tool_memory_mb: int = 4096  # RLIMIT_AS of each of those workers
 
     def __post_init__(self) -> None:
         for name in ("default_timeout_s", "python_timeout_s", "sympy_timeout_s"):
@@ -48,6 +57,8 @@ class ToolsConfig:
             ("python_max_open_files", 16),
             ("python_capture_bytes", 1000),
             ("search_top_k", 1),
+            ("host_tool_workers", 1),
+            ("host_tool_memory_mb", 512),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -62,6 +73,17 @@ class ToolsConfig:
             for mod in getattr(self, name):
                 if not all(part.isidentifier() for part in str(mod).split(".")):
                     raise ValueError(f"ToolsConfig.{name}: {mod!r} is not a module name")
+        if self.sandbox_mode not in (None, "strict", "unsafe"):
+            raise ValueError(
+                f"ToolsConfig.sandbox_mode must be 'strict', 'unsafe' or None, got {self.sandbox_mode!r}"
+            )
+
+    def resolved_sandbox_mode(self) -> str:
+        """The configured mode, else $SPARK_SANDBOX_MODE, else "strict"."""
+        mode = self.sandbox_mode or os.environ.get("SPARK_SANDBOX_MODE") or "strict"
+        if mode not in ("strict", "unsafe"):
+            raise ValueError(f"SPARK_SANDBOX_MODE must be 'strict' or 'unsafe', got {mode!r}")
+        return mode
 
     def resolved_search_corpus(self) -> str | None:
         """The configured corpus, else the SPARK_SEARCH_CORPUS environment variable."""

@@ -77,8 +77,12 @@ def lookup(query: str, limit: int = 5) -> tuple[list[str], dict]:
 
 class ConstantsTool(Tool):
     name = "constants"
+    in_worker = True
     description = action_spec("constants").description
     argument_format = action_spec("constants").argument_format
+
+    def warm(self) -> None:
+        _table()
 
     def _run(self, argument: str, timeout_s: float) -> str:
         if len(argument) > 200:

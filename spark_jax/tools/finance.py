@@ -162,6 +162,7 @@ def _number(value, name):
 
 class FinanceTool(Tool):
     name = "finance"
+    in_worker = True
     description = action_spec("finance").description
     argument_format = action_spec("finance").argument_format
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
 from spark_jax.tools.config import ToolsConfig
-from spark_jax.tools.sandbox import SandboxSettings, run_python
+from spark_jax.tools.sandbox import run_python
+from spark_jax.tools.sandbox_types import SandboxSettings
 
 
 def sandbox_settings(config: ToolsConfig, preload: tuple[str, ...]) -> SandboxSettings:
@@ -17,6 +18,7 @@ def sandbox_settings(config: ToolsConfig, preload: tuple[str, ...]) -> SandboxSe
         capture_bytes=config.python_capture_bytes,
         preload=tuple(preload),
         uid_range=tuple(config.sandbox_uid_range),
+        mode=config.resolved_sandbox_mode(),
     )
 
 

@@ -1,24 +1,26 @@
 """The host side of the Python sandbox: spawns confined worker processes, feeds them code,
-collects capped output within a wall-clock limit, and kills and cleans up everything after.
+collects capped output within a wall-clock limit, and kills everything after.
 
-Each worker runs ``sandbox_child.py`` (see its docstring for the confinement layers) under a
-fresh unprivileged uid when we are root, in its own session. A worker serves exactly one call
-and is then destroyed: its process group is killed, every process still running under its uid
-is killed, its working directory is removed, and (when no mount namespace hid them) files its
-uid left in the world-writable directories are deleted. With ``prefork`` a pool keeps one
-confined, idle worker ready per settings so a call skips interpreter start-up.
+Each worker runs sandbox_child (see its docstring for the confinement steps) and serves exactly
+one call. In strict mode (the default) the program runs as PID 1 of its own PID namespace, in
+its own mount, network and IPC namespaces, under a fresh uid (root) or the unmapped uid of a
+user namespace (not root); killing that PID 1 ends every process, IPC object and file the call
+made, and the host kills it after every call (and the kernel does when the host dies). Without
+those namespaces strict mode refuses to run; ``mode="unsafe"`` (chosen by name) runs with what
+the host allows and cleans up by uid and by sweeping directories instead. With ``prefork`` a
+pool keeps one confined, idle worker ready per settings so a call skips interpreter start-up.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import json
 import logging
 import math
 import os
 import pathlib
 import random
+import select
 import selectors
 import shutil
 import signal
@@ -28,80 +30,37 @@ import tempfile
 import threading
 import time
 
-from spark_jax.tools import sandbox_child
+from spark_jax.tools import sandbox_cgroup, sandbox_cleanup, sandbox_seccomp, spawn
+from spark_jax.tools.sandbox_child import FAILED, READY
+from spark_jax.tools.sandbox_cleanup import WORKDIR_PREFIX, kill_uid, processes_of_uid
+from spark_jax.tools.sandbox_confine import PID_LINE
+from spark_jax.tools.sandbox_types import SandboxOutcome, SandboxSettings
 
 log = logging.getLogger(__name__)
 
-_CHILD_SOURCE = pathlib.Path(sandbox_child.__file__).read_text()
 _SETUP_TIMEOUT_S = 60.0  # interpreter start + preloads, before the call's own clock starts
 _SETUP_CPU_S = 60  # CPU seconds the bootstrap may spend on preloads
-WORKDIR_PREFIX = "spark-sbx-"
+_CGROUP_SLACK_MB = 128  # interpreter and page tables on top of RLIMIT_AS and the workdir
+_CHILD_MODULES = ("sandbox_confine", "sandbox_mounts", "sandbox_child")
+# Runs the child modules under their real names, with empty stand-ins for the packages: the
+# sandbox never imports the host's spark_jax (whose files its root does not contain).
+_LOADER = """
+import json, sys, types
+for _name in ("spark_jax", "spark_jax.tools"):
+    sys.modules[_name] = types.ModuleType(_name)
+    sys.modules[_name].__path__ = []
+for _name, _source in json.loads(sys.argv[2]):
+    sys.modules[_name] = types.ModuleType(_name)
+    sys.modules[_name].__file__ = "<sandbox>"
+    exec(compile(_source, "<sandbox>", "exec"), sys.modules[_name].__dict__)
+sys.modules["spark_jax.tools.sandbox_child"].entry()
+"""
+_SOURCES = json.dumps([
+    [f"spark_jax.tools.{name}", (pathlib.Path(__file__).parent / f"{name}.py").read_text()]
+    for name in _CHILD_MODULES
+])
 _LOGGED_LAYERS = False
 _LOG_LOCK = threading.Lock()
-
-
-@dataclasses.dataclass(frozen=True)
-class SandboxSettings:
-    memory_mb: int = 1024
-    disk_mb: int = 64
-    max_processes: int = 16
-    max_open_files: int = 64
-    capture_bytes: int = 1_000_000
-    preload: tuple[str, ...] = ()
-    uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
-    # Layers to leave off ("namespaces", "seccomp"), to test how the sandbox degrades.
-    disable: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class SandboxOutcome:
-    stdout: str
-    stderr: str
-    returncode: int | None  # None when the sandbox did not start
-    timed_out: bool = False
-    output_limited: bool = False
-    setup_error: str | None = None
-    layers: dict | None = None
-    uid: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.returncode == 0
-            and not self.timed_out
-            and not self.output_limited
-            and self.setup_error is None
-        )
-
-    def error_message(self, timeout_s: float) -> str | None:
-        """What went wrong, in words a model can act on; None when ok."""
-        if self.setup_error is not None:
-            return f"sandbox failed to start: {self.setup_error}"
-        if self.timed_out:
-            return f"timed out after {timeout_s:g} s (the program was stopped)"
-        if self.output_limited:
-            return "the program printed too much output and was stopped"
-        rc = self.returncode
-        if rc == 0:
-            return None
-        if rc is not None and rc < 0:
-            sig = -rc
-            if sig == signal.SIGXCPU:
-                return "CPU time limit exceeded (the program was stopped)"
-            if sig == signal.SIGXFSZ:
-                return "file size limit exceeded"
-            if sig == signal.SIGSYS:
-                return "the program made a forbidden system call and was stopped"
-            if sig == signal.SIGKILL:
-                return "the program was killed (CPU or memory limit)"
-            return f"the program died from signal {signal.Signals(sig).name}"
-        tail = self.stderr.strip().splitlines()
-        last = tail[-1] if tail else ""
-        return f"exit status {rc}" + (f": {last}" if last else "")
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
 
 
 def _mapped_uid(uid: int) -> bool:
@@ -116,79 +75,6 @@ def _mapped_uid(uid: int) -> bool:
         return True
 
 
-def processes_of_uid(uid: int) -> list[int]:
-    """Live (not zombie) pids whose real uid is ``uid``, read from /proc."""
-    pids = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return pids
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status", "rb") as f:
-                zombie = False
-                for line in f:
-                    if line.startswith(b"State:"):
-                        zombie = line.split()[1] in (b"Z", b"X")
-                    elif line.startswith(b"Uid:"):
-                        if int(line.split()[1]) == uid and not zombie:
-                            pids.append(int(entry))
-                        break
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
-
-
-def kill_uid(uid: int, rounds: int = 100) -> int:
-    """SIGKILLs every process of ``uid`` until none is left; returns how many were seen."""
-    seen = 0
-    for _ in range(rounds):
-        pids = processes_of_uid(uid)
-        if not pids:
-            return seen
-        seen += len(pids)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.002)
-    log.error("sandbox: processes of uid %d still alive after %d kill rounds", uid, rounds)
-    return seen
-
-
-def _sweep_world_writable(uid: int) -> list[str]:
-    """Deletes what ``uid`` created in /tmp, /var/tmp, /dev/shm, /run/lock and in any
-    world-writable directory below them (the only places a fresh uid can create files)."""
-    removed: list[str] = []
-
-    def sweep(d: str, depth: int) -> None:
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            return
-        for e in entries:
-            try:
-                st = e.stat(follow_symlinks=False)
-                if st.st_uid == uid:
-                    if e.is_dir(follow_symlinks=False):
-                        shutil.rmtree(e.path, ignore_errors=True)
-                    else:
-                        os.unlink(e.path)
-                    removed.append(e.path)
-                elif e.is_dir(follow_symlinks=False) and st.st_mode & 0o002 and depth < 8:
-                    sweep(e.path, depth + 1)
-            except OSError:
-                continue
-
-    for d in sandbox_child.WORLD_WRITABLE_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d):
-            sweep(d, 0)
-    return removed
-
-
 def _python_installation() -> list[str]:
     """Directories the worker's interpreter must read: its prefixes (venv and base)."""
     paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
@@ -196,12 +82,11 @@ def _python_installation() -> list[str]:
     return sorted(os.path.realpath(p) for p in paths)
 
 
-def _scrubbed_env(workdir: str) -> dict[str, str]:
-    """The complete environment of a worker: nothing inherited, so no secrets."""
+def _scrubbed_env() -> dict[str, str]:
+    """The complete environment of a worker: nothing inherited, so no secrets. The child sets
+    HOME and TMPDIR to its working directory once it knows where that is."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
@@ -213,29 +98,41 @@ def _scrubbed_env(workdir: str) -> dict[str, str]:
     }
 
 
+def _fresh_uid(settings: SandboxSettings) -> int | None:
+    """As root: a uid nothing else uses, so everything it owns afterwards is ours to kill."""
+    if os.geteuid() != 0:
+        return None
+    lo, hi = settings.uid_range
+    for _ in range(20):
+        candidate = random.randrange(lo, hi)
+        if _mapped_uid(candidate) and not processes_of_uid(candidate):
+            return candidate
+    return None
+
+
 class Worker:
     """One confined interpreter waiting for code; used for exactly one call."""
 
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
-        root = _is_root()
-        # A uid nothing else uses, so that everything running or owned by it afterwards is
-        # ours to kill and delete. Where the range is not mapped (rootless containers) we fall
-        # back to "nobody", which others may share: then only the process group is killed.
-        uid, self.exclusive_uid = 65534, False
-        if root:
-            lo, hi = settings.uid_range
-            for _ in range(20):
-                candidate = random.randrange(lo, hi)
-                if _mapped_uid(candidate) and not processes_of_uid(candidate):
-                    uid, self.exclusive_uid = candidate, True
-                    break
+        root = os.geteuid() == 0
+        fresh = _fresh_uid(settings)
+        # Where the range is not mapped (rootless containers) root falls back to "nobody",
+        # which others may share: then only our own processes are killed.
+        uid = fresh if fresh is not None else 65534
+        self.exclusive_uid = fresh is not None
         self.uid = uid if root else None
-        self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
-        if root:
-            os.chown(self.workdir, uid, uid)
-        os.chmod(self.workdir, 0o700)
+        self.workdir = None  # strict mode: the program's directory exists only in its namespace
+        if settings.mode == "unsafe":  # a fallback on the host, used if no mount namespace
+            self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
+            if root:
+                os.chown(self.workdir, uid, uid)
+            os.chmod(self.workdir, 0o700)
+        program, reason = sandbox_seccomp.filter_or_reason(signals=True)
+        quiet, _ = sandbox_seccomp.filter_or_reason(signals=False)
         child_settings = {
+            "host_pid": os.getpid(),
+            "mode": settings.mode,
             "workdir": self.workdir,
             "uid": uid,
             "gid": uid,
@@ -247,36 +144,66 @@ class Worker:
             "preload": list(settings.preload),
             "expose": _python_installation(),
             "disable": list(settings.disable),
+            "seccomp": program.hex(),
+            "seccomp_no_signals": quiet.hex(),
+            "seccomp_error": reason,
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _CHILD_SOURCE, json.dumps(child_settings)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_scrubbed_env(self.workdir),
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-        )
-        self.created = time.monotonic()
+        self.cgroup = None
+        parent, _why = sandbox_cgroup.memory_parent()
+        if parent is not None:
+            limit = (settings.memory_mb + settings.disk_mb + _CGROUP_SLACK_MB) * 1024 * 1024
+            try:
+                self.cgroup = sandbox_cgroup.MemoryCgroup(parent, limit)
+            except OSError as e:
+                log.warning("sandbox: no memory cgroup for this worker: %s", e)
+        self.inner_pid: int | None = None
+        self._pidfd: int | None = None
         self._out = bytearray()
         self._err = bytearray()
         self.layers: dict | None = None
         self._destroyed = False
+        self.proc = spawn.popen(
+            [sys.executable, "-I", "-c", _LOADER, json.dumps(child_settings), _SOURCES],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_scrubbed_env(),
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+            after=(lambda p: self.cgroup.add(p.pid)) if self.cgroup else None,
+        )
+        self.created = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def _pump(self, sel: selectors.BaseSelector, deadline: float, until_ready: bool) -> str:
+    def _setup_line(self) -> str | None:
+        """The READY or FAILED line once it has arrived, after taking the PID line before it."""
+        while b"\n" in self._out:
+            first, _, rest = bytes(self._out).partition(b"\n")
+            line = first.decode("utf-8", errors="replace")
+            if line.startswith(PID_LINE) and self.inner_pid is None:
+                self.inner_pid = int(line[len(PID_LINE):])
+                try:
+                    self._pidfd = os.pidfd_open(self.inner_pid)
+                except OSError:  # already gone; nothing left to kill there
+                    pass
+                self._out = bytearray(rest)
+                continue
+            self._out = bytearray(rest)
+            return line
+        return None
+
+    def _pump(self, sel: selectors.BaseSelector, deadline: float, until_ready: bool):
         """Reads both pipes until EOF, the deadline, the capture cap, or (until_ready) the
-        READY line. Returns "eof", "timeout", "limit" or "ready"."""
+        setup line. Returns "eof", "timeout" or "limit", or the setup line itself."""
         cap = self.settings.capture_bytes
         while sel.get_map():
-            if until_ready and b"\n" in self._out:
-                return "ready"
+            if until_ready and (line := self._setup_line()) is not None:
+                return line
             remaining = deadline - time.monotonic()
-            events = sel.select(timeout=max(0.0, min(remaining, 0.5)))
-            for key, _ in events:
+            for key, _ in sel.select(timeout=max(0.0, min(remaining, 0.5))):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -288,29 +215,26 @@ class Worker:
             if remaining <= 0:
                 # Past the deadline the pipes are still read once: a warm worker that has been
                 # idle longer than the setup allowance has its READY line waiting there.
-                return "ready" if until_ready and b"\n" in self._out else "timeout"
-        if until_ready and b"\n" in self._out:
-            return "ready"
-        return "eof"
+                line = self._setup_line() if until_ready else None
+                return line if line is not None else "timeout"
+        line = self._setup_line() if until_ready else None
+        return line if line is not None else "eof"
 
     def run(self, code: str, timeout_s: float) -> SandboxOutcome:
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ, "out")
         sel.register(self.proc.stderr, selectors.EVENT_READ, "err")
         try:
-            state = self._pump(sel, self.created + _SETUP_TIMEOUT_S, until_ready=True)
-            first, _, rest = bytes(self._out).partition(b"\n")
-            line = first.decode("utf-8", errors="replace")
-            if state != "ready" or not line.startswith(sandbox_child.READY):
+            line = self._pump(sel, self.created + _SETUP_TIMEOUT_S, until_ready=True)
+            if not line.startswith(READY):
                 self.destroy()
-                reason = line[len(sandbox_child.FAILED):] if line.startswith(sandbox_child.FAILED) else (
-                    f"worker exited during setup ({state}); stderr: "
+                reason = line[len(FAILED):] if line.startswith(FAILED) else (
+                    f"worker exited during setup ({line}); stderr: "
                     + self._err.decode("utf-8", errors="replace")[-500:]
                 )
                 return SandboxOutcome("", "", None, setup_error=reason, uid=self.uid)
-            self.layers = json.loads(line[len(sandbox_child.READY):])
+            self.layers = json.loads(line[len(READY):])
             _log_layers_once(self.layers)
-            self._out = bytearray(rest)
 
             cpu_s = max(1, math.ceil(timeout_s))
             writer = threading.Thread(target=self._write_code, args=(f"{cpu_s}\n{code}",), daemon=True)
@@ -349,6 +273,14 @@ class Worker:
         if self._destroyed:
             return
         self._destroyed = True
+        if self._pidfd is not None:  # PID 1 of the sandbox: its namespace dies with it
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                # Readable once PID 1 has exited, which it does after the rest of its namespace.
+                select.select([self._pidfd], [], [], 5.0)
+            except OSError:
+                pass
+            os.close(self._pidfd)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -357,19 +289,28 @@ class Worker:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("sandbox worker %d did not exit after SIGKILL", self.proc.pid)
-        if self.uid is not None and self.exclusive_uid:  # anything that left the process group
-            kill_uid(self.uid)
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+        layers = self.layers or {}
+        if self.uid is not None and self.exclusive_uid:  # unsafe mode: clean up by uid
+            if layers.get("pidns") != "on":
+                kill_uid(self.uid)  # anything that left the process group
+            if layers.get("ipcns") != "on" and layers.get("seccomp") != "on":
+                removed = sandbox_cleanup.remove_ipc_of_uid(self.uid)
+                if removed:
+                    log.warning("sandbox: removed IPC objects the program left: %s", removed)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 stream.close()
             except (OSError, ValueError):
                 pass
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        mounts = (self.layers or {}).get("mounts")
-        if self.uid is not None and self.exclusive_uid and not isinstance(mounts, list):
-            removed = _sweep_world_writable(self.uid)
-            if removed:
-                log.warning("sandbox: removed files the program left outside its directory: %s", removed)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            mounted = isinstance((self.layers or {}).get("mounts"), list)
+            if self.uid is not None and self.exclusive_uid and not mounted:
+                removed = sandbox_cleanup.sweep_world_writable(self.uid)
+                if removed:
+                    log.warning("sandbox: removed files the program left outside its directory: %s", removed)
 
 
 def _log_layers_once(layers: dict) -> None:
@@ -381,7 +322,7 @@ def _log_layers_once(layers: dict) -> None:
     off = {k: v for k, v in layers.items() if isinstance(v, str) and v.startswith("off")}
     log.info("python sandbox layers: %s", layers)
     if off:
-        log.warning("python sandbox runs with reduced isolation: %s", off)
+        log.warning("python sandbox runs with reduced isolation (unsafe mode): %s", off)
 
 
 class SandboxPool:
@@ -421,6 +362,8 @@ def run_python(
     """Runs ``code`` in a fresh confined worker with a wall-clock limit of ``timeout_s``."""
     key = (settings, prefork)
     with _POOLS_LOCK:
+        if settings.mode == "unsafe" and not any(k[0].mode == "unsafe" for k in _POOLS):
+            sandbox_cleanup.sweep_stale_workdirs()  # left by an unsafe-mode host that was killed
         pool = _POOLS.get(key)
         if pool is None:
             pool = _POOLS[key] = SandboxPool(settings, prefork)
@@ -440,8 +383,11 @@ atexit.register(close_pools)
 
 
 def sandbox_layers(settings: SandboxSettings | None = None) -> dict:
-    """The confinement layers active on this machine (runs one trivial program)."""
+    """The sandbox's mode and confinement layers on this machine (runs one trivial program)."""
     outcome = run_python("pass", 10.0, settings or SandboxSettings(), prefork=False)
     if outcome.setup_error:
-        return {"error": outcome.setup_error}
-    return dict(outcome.layers or {})
+        return {"mode": "unavailable", "error": outcome.error_message(10.0)}
+    layers = dict(outcome.layers or {})
+    parent, why = sandbox_cgroup.memory_parent()
+    layers["memory_cgroup"] = "on" if parent else f"off: {why} (seccomp keeps memfd and shm out)"
+    return layers

@@ -120,8 +120,15 @@ def open_index(location: str) -> SearchIndex:
 
 class SearchTool(Tool):
     name = "search"
+    in_worker = True
     description = action_spec("search").description
     argument_format = action_spec("search").argument_format
+
+    def warm(self) -> None:
+        location = self.config.resolved_search_corpus()
+        if location:
+            _tokenize(["warm"])
+            open_index(location)
 
     def _run(self, argument: str, timeout_s: float) -> str:
         location = self.config.resolved_search_corpus()

@@ -18,6 +18,7 @@ _REGISTRY = None
 _REGISTRY_LOCK = threading.Lock()
 MAX_EXPONENT = 100
 MAX_QUERY_CHARS = 500  # with small exponents this keeps exact integer arithmetic cheap
+_PAREN_EXPONENT = re.compile(r"\*\*\((-?[0-9]+(?:\.[0-9]*)?)\)")
 _SPLIT = re.compile(r"\s+(?:to|in|into|as|->)\s+|\s*->\s*|\s*=>\s*", re.IGNORECASE)
 
 
@@ -59,14 +60,27 @@ def check_exponents(text: str) -> None:
             raise ToolInputError("number too long (limit 60 characters)")
 
 
+def normalize(text: str) -> str:
+    """``text`` as pint's preprocessor rewrites it, with ``**(n)`` written ``**n``."""
+    if not text:
+        return text
+    from pint.util import string_preprocessor
+
+    return _PAREN_EXPONENT.sub(r"**\1", string_preprocessor(text))
+
+
 def _fmt(q) -> str:
     return f"{format_number(float(q.magnitude)) if not isinstance(q.magnitude, int) else q.magnitude} {q.units:~P}".strip()
 
 
 class UnitsTool(Tool):
     name = "units"
+    in_worker = True
     description = action_spec("units").description
     argument_format = action_spec("units").argument_format
+
+    def warm(self) -> None:
+        registry()
 
     def _run(self, argument: str, timeout_s: float) -> str:
         import pint
@@ -76,6 +90,9 @@ class UnitsTool(Tool):
         parts = _SPLIT.split(argument, maxsplit=1)
         source = parts[0].strip()
         target = parts[1].strip() if len(parts) > 1 else ""
+        # pint rewrites its input (drops commas, turns superscripts and "squared" into
+        # powers): check what it will evaluate, not what was typed.
+        source, target = normalize(source), normalize(target)
         for text in (source, target):
             if text:
                 check_exponents(text)

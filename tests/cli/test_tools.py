@@ -49,3 +49,14 @@ def test_index_corpus_then_search(tmp_path, capsys):
     assert "Tides (id x1" in capsys.readouterr().out
     assert main(["index-corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "i2")]) == 2
     assert "cannot read corpus" in capsys.readouterr().err
+
+
+def test_tools_sandbox_shows_the_mode(capsys):
+    assert main(["tools", "--sandbox"]) == 0
+    out = capsys.readouterr().out
+    mode_line = [line for line in out.splitlines() if line.startswith("python sandbox mode: ")]
+    assert len(mode_line) == 1
+    mode = mode_line[0].split(": ", 1)[1]
+    assert mode.split()[0] in ("root", "user-namespace", "unavailable")
+    layers = json.loads(out.split("python sandbox layers: ", 1)[1])
+    assert layers["mode"] == mode.split()[0]

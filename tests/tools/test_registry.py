@@ -63,6 +63,10 @@ def test_config_validation():
         ToolsConfig(sandbox_uid_range=(10, 5))
     with pytest.raises(ValueError, match="not a module name"):
         ToolsConfig(python_preload=("os; rm",))
+    with pytest.raises(ValueError, match="sandbox_mode"):
+        ToolsConfig(sandbox_mode="off")
+    with pytest.raises(ValueError, match="host_tool_workers"):
+        ToolsConfig(host_tool_workers=0)
 
 
 def test_config_loads_from_yaml(tmp_path):

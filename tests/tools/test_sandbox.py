@@ -1,5 +1,5 @@
-"""The sandbox's layers one by one, including how it degrades when namespaces or seccomp are
-unavailable (as in an unprivileged container)."""
+"""The sandbox's layers one by one, including how unsafe mode degrades when namespaces or
+seccomp are unavailable (as in an unprivileged container)."""
 
 import os
 import shutil
@@ -8,21 +8,27 @@ import tempfile
 
 import pytest
 
-from spark_jax.tools.sandbox import SandboxSettings, processes_of_uid, run_python
-from spark_jax.tools.sandbox_child import build_seccomp_filter_x86_64, compile_with_echo
+from spark_jax.tools.sandbox import processes_of_uid, run_python
+from spark_jax.tools.sandbox_child import compile_with_echo
+from spark_jax.tools.sandbox_seccomp import compile_filter
+from spark_jax.tools.sandbox_types import SandboxSettings
 
 ROOT = os.geteuid() == 0
 
 
 def _run(code, *, disable=(), timeout=3.0):
-    return run_python(code, timeout, SandboxSettings(disable=tuple(disable)), prefork=False)
+    # Leaving layers off is only possible in unsafe mode; strict mode refuses (test_strict_*).
+    mode = "unsafe" if disable else "strict"
+    return run_python(code, timeout, SandboxSettings(disable=tuple(disable), mode=mode), prefork=False)
 
 
 def test_seccomp_program_is_well_formed():
-    prog = build_seccomp_filter_x86_64(1234)
+    prog = compile_filter()
     assert len(prog) % 8 == 0 and len(prog) // 8 < 4096
     insns = [struct.unpack("HBBI", prog[i:i + 8]) for i in range(0, len(prog), 8)]
-    assert insns[-1] == (0x06, 0, 0, 0x7FFF0000)  # default: allow
+    returns = {k for code, _jt, _jf, k in insns if code == 0x06}
+    assert 0x7FFF0000 in returns and 0x00050001 in returns  # allow, and EPERM as the default
+    assert 0x80000000 in returns  # other ABIs kill the process
     n = len(insns)
     for i, (code, jt, jf, _k) in enumerate(insns):
         if code & 0x07 == 0x05:  # jumps stay inside the program
@@ -71,6 +77,8 @@ def test_writes_outside_workdir_never_persist(disable, tmp_path):
 
 @pytest.mark.parametrize("disable", [(), ("namespaces",), ("seccomp",)])
 def test_fork_bomb_is_contained(disable):
+    """Refused by seccomp; without it, the PID namespace (or RLIMIT_NPROC) bounds it and the
+    host kills all of it."""
     if "seccomp" in disable and not ROOT:
         pytest.skip("without root there is no per-uid RLIMIT_NPROC: a real fork bomb would run")
     code = (
@@ -82,7 +90,7 @@ def test_fork_bomb_is_contained(disable):
     if outcome.uid is not None:
         assert processes_of_uid(outcome.uid) == []
     if "seccomp" in disable:  # forks happened; RLIMIT_NPROC bounded them
-        assert "RLIMIT_NPROC" in outcome.layers["rlimits"]
+        assert "RLIMIT_NPROC" in outcome.layers["rlimits"] or outcome.layers.get("pidns") == "on"
 
 
 def test_network_namespace_blocks_loopback_even_without_seccomp():
@@ -108,7 +116,7 @@ def test_workdir_is_bounded():
 
 @pytest.mark.skipif(not ROOT, reason="creating files for another uid needs root")
 def test_sweep_removes_only_the_sandbox_uids_files(tmp_path):
-    from spark_jax.tools.sandbox import _sweep_world_writable
+    from spark_jax.tools.sandbox_cleanup import sweep_world_writable as _sweep_world_writable
 
     uid = 65000
     shared = tempfile.mkdtemp(prefix="spark_sbx_shared_", dir="/tmp")
@@ -157,3 +165,34 @@ def test_a_warm_worker_idle_past_the_setup_allowance_still_runs(monkeypatch):
         assert outcome.stdout.strip() == "42"
     finally:
         pool.close()
+
+
+def test_without_a_pid_namespace_the_program_may_signal_no_one():
+    """Unsafe mode without namespaces: the host is visible, so the filter drops kill and co."""
+    code = (f"import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"print(libc.kill({os.getpid()}, 0), ctypes.get_errno(), libc.kill(1, 0), ctypes.get_errno())")
+    outcome = _run(code, disable=("namespaces",))
+    assert outcome.ok, outcome.stderr
+    assert outcome.layers["seccomp"] == "on"
+    assert outcome.stdout.split() == ["-1", "1", "-1", "1"]
+
+
+@pytest.mark.skipif(not ROOT, reason="creating IPC objects for another uid needs root")
+def test_ipc_objects_of_a_sandbox_uid_are_removed():
+    import subprocess
+    import sys
+
+    from spark_jax.tools.sandbox_cleanup import remove_ipc_of_uid, sysv_ipc_objects
+
+    uid, before = 2_099_999_123, sysv_ipc_objects()
+    make = (f"import ctypes, os\nos.setresgid({uid}, {uid}, {uid})\nos.setresuid({uid}, {uid}, {uid})\n"
+            "libc = ctypes.CDLL(None)\n"
+            "assert min(libc.shmget(0, 4096, 0o1000 | 0o600), libc.msgget(0, 0o1000 | 0o600),"
+            " libc.semget(0, 1, 0o1000 | 0o600)) >= 0")
+    try:
+        subprocess.run([sys.executable, "-c", make], check=True, cwd="/")
+        assert len(sysv_ipc_objects() - before) == 3
+    finally:
+        removed = remove_ipc_of_uid(uid)
+    assert sorted(r.split()[0] for r in removed) == ["msg", "sem", "shm"]
+    assert sysv_ipc_objects() == before

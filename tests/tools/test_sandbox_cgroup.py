@@ -1,0 +1,60 @@
+"""The per-worker cgroup v2 memory limit: where a host delegates the memory controller, and, on
+such a host, a worker really inside its limited cgroup."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from spark_jax.tools import sandbox_cgroup
+from spark_jax.tools.sandbox import Worker
+from spark_jax.tools.sandbox_types import SandboxSettings
+
+
+def _tree(tmp_path, controllers: str, subtree: str):
+    own = tmp_path / "service"
+    own.mkdir()
+    (own / "cgroup.controllers").write_text(controllers + "\n")
+    (own / "cgroup.subtree_control").write_text(subtree + "\n")
+    return str(tmp_path), "/service"
+
+
+def test_no_memory_controller_is_named(tmp_path):
+    parent, why = sandbox_cgroup.find_memory_parent(*_tree(tmp_path, "cpu hugetlb", ""))
+    assert parent is None and "no memory controller" in why and "cpu hugetlb" in why
+
+
+def test_a_delegated_memory_controller_is_used(tmp_path):
+    mount, own = _tree(tmp_path, "cpu memory pids", "memory pids")
+    parent, why = sandbox_cgroup.find_memory_parent(mount, own)
+    assert (parent, why) == (os.path.join(mount, "service"), "ok")
+    assert sandbox_cgroup.find_memory_parent(None, None)[1] == "no cgroup v2 hierarchy mounted"
+
+
+def test_our_cgroup_names_are_parsed(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        "35 28 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("4:memory:/x\n0::/user.slice/app.scope\n")
+    assert sandbox_cgroup._cgroup2_mount(str(mountinfo)) == "/sys/fs/cgroup"
+    assert sandbox_cgroup._own_cgroup(str(cgroup)) == "/user.slice/app.scope"
+
+
+def test_a_worker_runs_inside_its_memory_limit():
+    parent, why = sandbox_cgroup.memory_parent()
+    if parent is None:
+        pytest.skip(f"this host delegates no cgroup v2 memory controller: {why}")
+    worker = Worker(SandboxSettings(memory_mb=256, disk_mb=16))
+    try:
+        assert worker.cgroup is not None
+        limit = int(open(os.path.join(worker.cgroup.path, "memory.max")).read())
+        assert limit == (256 + 16 + 128) * 1024 * 1024
+        procs = open(os.path.join(worker.cgroup.path, "cgroup.procs")).read().split()
+        assert str(worker.proc.pid) in procs
+    finally:
+        worker.destroy()
+    assert not os.path.exists(worker.cgroup.path)
