@@ -33,9 +33,9 @@ class DemoConfig:
     heldout_per_category: int = 1  # evaluation questions per category
     rollout_steps: int = 2  # K for Stage 1 (the last step is the answer)
     selection: str = "lowest_viable"
-    # SmolLM2-135M as a local judge scores about 2.5-4.5 where GPT-4o spreads 0-10, so the paper's
-    # 6.0 would leave nothing viable and every rule would act greedily (see README).
-    threshold: float = 5.0  # SmolLM2-135M judging with the compact prompt scores ~4.1-5.8 (see README)
+    # SmolLM2-135M as a local judge scores in a narrow band where GPT-4o spreads 0-10; at the
+    # paper's 6.0 most steps would have nothing viable (docs/stage1.md).
+    threshold: float = 5.0
     train_steps: int = 3  # optimizer steps for SFT and for PPO each
     batch_size: int = 2  # trajectories per step (packed)
     lora_rank: int = 8
