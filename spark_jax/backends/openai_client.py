@@ -134,8 +134,8 @@ class ChatEndpoint:
             self.stats.requests += 1
             # The SDK's documented low-level ``post`` (same HTTP, errors and timeouts as
             # ``chat.completions.create``) skips the recursive TypedDict transform of the
-            # request, a quarter of the client's ~6 ms CPU per call, which bounds throughput
-            # at high concurrency. The body is plain JSON we build ourselves.
+            # request, a large share of the client's CPU per call, which bounds throughput at
+            # high concurrency. The body is plain JSON we build ourselves.
             return await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
 
         def on_retry(reason: str, delay: float) -> None:

@@ -16,9 +16,8 @@ QUERY_CHUNK = 512  # queries per attention block in long forward passes
 def causal_blocks(t: int) -> int:
     """Query blocks for a causal pass of t tokens with keys = queries (0: attend in one piece).
 
-    About 128 queries per block, 4 to 8 blocks: on 2 CPU cores, SmolLM2 hidden states of 8 x 256
-    tokens took 4.3 s in 4 blocks (4.6 s in 8, 4.9 s in one) and of 2 x 1024 tokens 5.8 s in 8
-    blocks (6.4 s in 4, 7.3 s in one). More blocks mean more ops to compile.
+    About 128 queries per block, 4 to 8 blocks: fewer blocks leave more masked work in each,
+    more blocks mean more ops to compile (benchmarks/model_throughput.py times the prefill).
     """
     if t < 256:
         return 0

@@ -16,8 +16,7 @@ from spark_jax.model.llama import Llama
 # On CPU, products with many token rows (prompt prefill: hidden states with or without a cache)
 # compile their dots with Eigen, which runs each on all cores; YNNPACK is better for the LM head
 # over many rows and for the decode loop's row-split weights (``with_decode_layout``), whose
-# blocks YNNPACK runs one per core. SmolLM2 on 2 cores, 8 x 256 prefill: hidden states 4.7 s
-# Eigen / 5.5 s YNNPACK; layers of a decode step with 8 rows: 68 ms Eigen, 43 ms row-split.
+# blocks YNNPACK runs one per core (benchmarks/model_throughput.py times prefill and decode).
 EIGEN_DOTS_KINDS = ("hidden", "prefill", "prefill_prefix", "generate", "generate_prefix")
 
 
@@ -46,8 +45,7 @@ class RowSplitLinear(nnx.Module):
 
     XLA:CPU (YNNPACK) runs a few-row product on one thread, as one pass over the weight, and at
     about twice the memory bandwidth when the weight is the left operand. Independent blocks
-    run on different threads, so a step streams its weights from memory on every core (SmolLM2,
-    30 layers, 8 rows, 2 cores: 43 ms against 68 ms for x @ kernel with Eigen).
+    run on different threads, so a step streams its weights from memory on every core.
     """
 
     def __init__(self, parts: tuple[jax.Array, ...]):

@@ -95,8 +95,8 @@ def apply_lora(model: Llama, cfg: LoraConfig, *, seed: int = 0) -> Llama:
             m, provider, *inputs, methods=(method,), rngs=nnx.Rngs(seed)))(model)
     else:
         # Plain LoRA: qwix only installs its interception (no model run) and the adapters are
-        # created here. qwix's run took 45-80 s on SmolLM2-135M (trace + compile; each adapter
-        # creation reads a tracer's .sharding, whose error message walks the whole trace so far).
+        # created here. qwix's own run traces and compiles the whole model, and each adapter
+        # creation reads a tracer's .sharding, whose error message walks the whole trace so far.
         lora_model = qwix.apply_lora_to_model(model, provider, *inputs, methods=(method,),
                                               rngs=nnx.Rngs(seed), skip_nnx_init=True)
         _create_adapters(lora_model, cfg, seed)
