@@ -54,6 +54,7 @@ def tiny_chat_tokenizer(*, vocab_size: int = 256, split_digits: bool = True):
 
 def build_tiny_chat_model(out_dir: str | pathlib.Path, *, seed: int = 0, split_digits: bool = True) -> pathlib.Path:
     """Writes a random ``tiny()`` Llama + the tiny tokenizer to ``out_dir``; returns the path."""
+    # Deferred: tests that only need the tokenizer must not pay for importing jax and flax.
     from flax import nnx
 
     from spark_jax.model.checkpoint_hf import export_hf

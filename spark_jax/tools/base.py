@@ -1,37 +1,19 @@
 """The tool interface: a name, a one-line description, an argument format for prompts, and
 ``run(argument, timeout_s) -> ToolResult`` which never raises on model input. Output and errors
-leave ``run`` without control or escape characters (sanitize.clean_text), cut to size."""
+leave ``run`` without control or escape characters (sanitize.clean_text), cut to size.
+``ToolResult``, ``ToolInputError`` and ``truncate`` live in ``result`` and are re-exported here."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
 from spark_jax.tools.config import ToolsConfig
+from spark_jax.tools.result import ToolInputError, ToolResult, truncate
 from spark_jax.tools.sanitize import clean_text
+from spark_jax.tools.tool_worker import run_in_worker
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ToolResult:
-    ok: bool
-    output: str  # what the model sees (may be empty when ok is False)
-    error: str | None  # a message a model can read and act on; None when ok
-    elapsed_s: float
-
-
-class ToolInputError(ValueError):
-    """Bad model input: becomes ``ok=False`` with this message."""
-
-
-def truncate(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters with a marker saying how much was dropped."""
-    if len(text) <= limit:
-        return text
-    dropped = len(text) - limit
-    return text[:limit] + f"\n...[output truncated: {dropped} more characters]"
 
 
 class Tool:
@@ -61,8 +43,6 @@ class Tool:
             timeout = self._checked_timeout(argument, timeout_s)
         except ToolInputError as e:
             return self._result(False, "", str(e), start)
-        from spark_jax.tools.tool_worker import run_in_worker
-
         r = run_in_worker(self, argument, timeout)  # already cleaned and cut by the worker
         return ToolResult(r.ok, clean_text(r.output), None if r.error is None else clean_text(r.error),
                           time.perf_counter() - start)

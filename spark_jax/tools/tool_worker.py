@@ -27,7 +27,7 @@ import threading
 import time
 
 from spark_jax.tools import sandbox_seccomp, spawn
-from spark_jax.tools.base import ToolResult
+from spark_jax.tools.result import ToolResult
 from spark_jax.tools.config import ToolsConfig
 
 log = logging.getLogger(__name__)
