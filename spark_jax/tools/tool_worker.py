@@ -27,8 +27,8 @@ import threading
 import time
 
 from spark_jax.tools import sandbox_seccomp, spawn
-from spark_jax.tools.result import ToolResult
 from spark_jax.tools.config import ToolsConfig
+from spark_jax.tools.result import ToolResult
 
 log = logging.getLogger(__name__)
 
