@@ -53,6 +53,7 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
 def select_questions(data: str, split: str, *, questions_path: str | None = None, per_category: int = 10,
                      seed: int = 0) -> tuple[list[dict[str, Any]], str]:
     """(questions, description): a Stage 1 run's split, or a stratified held-out draw from a file."""
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.data import mmlu_pro
 
     path = pathlib.Path(data)
@@ -76,6 +77,7 @@ def select_questions(data: str, split: str, *, questions_path: str | None = None
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, summary_table, write_report
@@ -106,6 +108,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _trained(run_dir: pathlib.Path):
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.rl.export import pretrained_from_run
 
     return pretrained_from_run(run_dir)

@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _chat(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.model.pretrained import load_pretrained
     from spark_jax.protocol.chat import encode_chat
 
@@ -52,6 +53,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.model.checkpoint_hf import export_hf
     from spark_jax.model.pretrained import load_pretrained
 

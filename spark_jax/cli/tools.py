@@ -9,6 +9,7 @@ import sys
 
 
 def _list(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools import TOOL_NAMES, TOOLS
 
     for name in TOOL_NAMES:
@@ -29,6 +30,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools import ToolsConfig, configure, run_tool
 
     if args.corpus:
@@ -47,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools.search import CorpusError, write_index
 
     try:

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from spark_jax.core.config_io import read_yaml_config
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the policy offline on Stage 1 records (PPO or SFT)",
@@ -48,6 +50,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.config_io import load_config
     from spark_jax.core.distributed import is_main_process, maybe_initialize
     from spark_jax.rl.config import TrainConfig
@@ -82,12 +85,9 @@ def _grad_accum_set(args: argparse.Namespace) -> bool:
     if any(o.split("=", 1)[0].strip() == "grad_accum" for o in args.overrides):
         return True
     if args.config:
-        import yaml
-
         try:
-            with open(args.config, encoding="utf-8") as f:
-                return "grad_accum" in (yaml.safe_load(f) or {})
-        except OSError:  # not a local file: the wording of the message is all that depends on it
+            return "grad_accum" in read_yaml_config(args.config)  # with its base_config files
+        except (OSError, ValueError):  # the wording of the message is all that depends on it
             return False
     return False
 
@@ -96,6 +96,7 @@ def plan_to_fit(cfg, args: argparse.Namespace):
     """``cfg`` with grad_accum raised as far as the memory plan needs (one line on stderr), or
     None after printing the planner's advice when nothing fits. Without an architecture or a
     device size to plan with, warns and returns ``cfg`` unchanged."""
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.distributed import is_main_process
     from spark_jax.plan.advice import resolve_arch
     from spark_jax.plan.fit import PlanError, fit_to_memory
@@ -125,6 +126,7 @@ def plan_to_fit(cfg, args: argparse.Namespace):
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.rl.export import export_run
 
     print(json.dumps(export_run(args.run_dir, args.hf, args.peft)))
