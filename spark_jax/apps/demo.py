@@ -76,6 +76,7 @@ def demo_questions_path() -> pathlib.Path:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.core.config_io import load_config
 
     extra = [f"data={json.dumps(args.data)}"] if args.data else []
@@ -100,6 +101,7 @@ def _stage(name: str) -> None:
 
 def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     """Runs (or resumes) every stage into ``out``; returns the evaluation summary."""
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.data import mmlu_pro
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
@@ -173,6 +175,7 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
 
 
 def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Path) -> pathlib.Path:
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.plan.fit import fit_to_memory
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig

@@ -51,6 +51,7 @@ class ExperimentConfig:
     concurrency: int = 8
 
     def __post_init__(self):
+        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.selection import RULES
 
         for name in ("train_questions", "rollout_steps", "train_steps", "batch_size", "lora_rank", "eval_steps",
@@ -79,6 +80,7 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.core.config_io import load_config
 
     cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
@@ -100,6 +102,7 @@ def arm_name(arm: str) -> str:
 
 def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
     """The arms' shared TrainConfig: same steps, seed, learning rate and adapters."""
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
@@ -117,6 +120,7 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
 
 def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     """Runs (or resumes) every stage into ``out``; returns the Markdown table it wrote."""
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.data import mmlu_pro
     from spark_jax.judge import JudgeConfig, build_judge
     from spark_jax.model.pretrained import load_pretrained
@@ -191,6 +195,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
 def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
               heldout: list[dict[str, Any]], out: pathlib.Path) -> list[dict[str, Any]]:
     """Every system's rows; a system whose rows file exists is not evaluated again."""
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems
     from spark_jax.rl.export import pretrained_from_run
@@ -215,6 +220,7 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
 
 def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels: dict[str, dict],
             out: pathlib.Path, n: int) -> dict[str, Any]:
+    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.report import write_report
 
     # each arm against its own training labels; the base model against the first selection's (rarity-first)
