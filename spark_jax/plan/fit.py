@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from spark_jax.model.config import LlamaConfig
+from spark_jax.plan import devices
 from spark_jax.plan.advice import resolve_arch, resolve_device, suggestions
-from spark_jax.plan.devices import available_host_memory_gb
 from spark_jax.plan.memory import USABLE_FRACTION, plan_memory
 from spark_jax.rl.config import TrainConfig
 
@@ -63,7 +63,7 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
     device, memory_gb = resolve_device(cfg, device, memory_gb)
     if device == "cpu" and not memory_gb_given(cfg, memory_gb_arg):
         # training here and now: the host's RAM is shared with whatever else runs, so plan with what is free
-        memory_gb = available_host_memory_gb()
+        memory_gb = devices.available_host_memory_gb()
     budget = memory_gb * 1e9 * USABLE_FRACTION
     where = f"{_gb(budget)} usable per device on {device} ({USABLE_FRACTION:.0%} of {memory_gb:.4g} GB)"
     before = plan_memory(cfg, arch).peak

@@ -14,7 +14,7 @@ from spark_jax.protocol.records import REQUIRED_FIELDS, read_step_records
 from tests.rollout.fakes import write_bank
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-FAKE = pathlib.Path(__file__).with_name("fake_generate.py")
+FAKE = REPO / "tests" / "rollout" / "fake_generate.py"  # the test double of Stage 1, beside the driver tests
 
 
 def fake_cmd(data, out, *extra):

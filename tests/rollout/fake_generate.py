@@ -13,14 +13,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from fakes import FakeGenerator, FakeJudge, fake_tool_runner  # noqa: E402
 
-from spark_jax.cli import generate  # noqa: E402
+from spark_jax.cli import generate as generate_command  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    rollout_cli.add_generate_args(parser)
+    generate_command.add_generate_args(parser)
     args = parser.parse_args()
     delay = float(os.environ.get("FAKE_DELAY_S", "0"))
-    sys.exit(rollout_cli.run_generate(
+    sys.exit(generate_command.run_generate(
         args,
         judge=FakeJudge(delay_s=delay),
         generator=FakeGenerator(delay_s=delay),
