@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 
@@ -18,6 +19,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     if "jax" in __import__("sys").modules:  # already imported: its config was read at import time
+        # deferred: an optional or heavy dependency, imported on first use
         import jax
 
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
@@ -34,8 +36,6 @@ GPU_MEM_FRACTION = "0.9"
 
 
 def cuda_plugin_installed() -> bool:
-    import importlib.util
-
     return any(importlib.util.find_spec(name) is not None for name in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
 
 

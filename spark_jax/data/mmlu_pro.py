@@ -126,6 +126,7 @@ def _hub_files(spec: str, split: str) -> list[pathlib.Path]:
     """Downloads the split's Parquet files from the hub (needs network and huggingface_hub)."""
     repo = spec[len("hf://"):] or HUB_REPO
     try:
+        # deferred: an optional or heavy dependency, imported on first use
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with transformers
         raise QuestionDataError(f"{spec}: reading from the hub needs huggingface_hub ({e})") from e
@@ -155,6 +156,7 @@ def _iter_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_parquet(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+    # deferred: an optional or heavy dependency, imported on first use
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)

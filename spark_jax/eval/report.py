@@ -7,6 +7,8 @@ import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from spark_jax.eval.metrics import LABEL_SMOOTHING, MMLU_PRO_CATEGORIES, NO_TOOL_CALLS, TOOL_ACTIONS, summarize
 
 PLOTS = ("accuracy_by_category.png", "actions_heatmap.png", "entropy.png", "actions_by_system.png")
@@ -168,12 +170,11 @@ def _action_order(summary: Mapping[str, Any], names: Sequence[str]) -> list[str]
 
 
 def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[str]) -> None:
+    # deferred: an optional or heavy dependency, imported on first use
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
     names = list(summary)
     x = np.arange(len(categories))
     width = 0.8 / max(1, len(names))

@@ -195,6 +195,7 @@ def gguf_to_hf_directory(path: pathlib.Path, out_dir: pathlib.Path) -> pathlib.P
     copied into a fresh ``LlamaForCausalLM``. Written to a temporary folder and renamed.
     """
     try:
+        # deferred: an optional or heavy dependency, imported on first use
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     except ImportError as e:
@@ -236,6 +237,7 @@ def _gguf_parsed_once():
     embedded model. transformers imports
     both names from ``gguf`` inside its functions, so module attributes are enough to swap.
     """
+    # deferred: an optional or heavy dependency, imported on first use
     import gguf
 
     reader_cls, name_map_fn = gguf.GGUFReader, gguf.get_tensor_name_map

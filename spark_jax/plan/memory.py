@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import jax
@@ -128,8 +129,6 @@ def run_leaves(cfg: TrainConfig, arch: LlamaConfig) -> dict[str, list[Leaf]]:
     reference: the frozen KL reference of full fine-tuning. Under LoRA the critic's backbone
     shares the policy's frozen arrays, so it adds no base weights.
     """
-    import re
-
     dt = cfg.param_dtype
     lcfg = cfg.lora
     critic = cfg.algo == "ppo" and cfg.ppo.advantage == "value"

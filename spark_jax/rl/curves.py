@@ -57,6 +57,7 @@ def curves_table(runs: dict[str, list[dict]], window: int) -> str:
 
 
 def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) -> None:
+    # deferred: an optional or heavy dependency, imported on first use
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 from flax import nnx
+from tqdm.auto import tqdm
 
 from spark_jax.core.config_io import ConfigError, load_config, to_dict
 from spark_jax.core.storage import is_remote, local_stage1_run, run_path
@@ -137,6 +138,7 @@ class MetricsLog:
                           if ln.strip() and json.loads(ln)["step"] <= start_step]
             self.path.write_text("".join(ln + "\n" for ln in self.lines))
         try:
+            # deferred: an optional or heavy dependency, imported on first use
             from tensorboardX import SummaryWriter
 
             self.tb = SummaryWriter(str(out / "tb"))
@@ -256,8 +258,6 @@ class Trainer:
 
     def run(self, until_step: int | None = None, *, progress: bool = True) -> list[dict[str, Any]]:
         """Trains up to ``until_step`` (default ``cfg.steps``); returns this call's metric rows."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         end = min(cfg.steps, cfg.steps if until_step is None else until_step)
         metrics_log = MetricsLog(self.out, self.step)

@@ -31,6 +31,7 @@ def tiny_chat_tokenizer(*, vocab_size: int = 256, split_digits: bool = True):
     ``split_digits=True`` writes "10" as "1" "0" (like SmolLM2); False makes "10" one token
     (like Llama 3). The vocabulary is padded with filler words to exactly ``vocab_size``.
     """
+    # deferred: an optional or heavy dependency, imported on first use
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

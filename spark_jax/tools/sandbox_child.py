@@ -27,13 +27,24 @@ import ast
 import builtins
 import ctypes
 import json
+import linecache
 import os
 import resource
 import sys
+import traceback
 
 from spark_jax.tools.sandbox_confine import (
-    OVERFLOW_UID, Unavailable, apply_rlimits, die_with_parent, drop_to_uid, drop_to_unmapped_uid,
-    enter_namespaces, fork_into_pid_namespace, install_audit_hook, load_seccomp, no_new_privs,
+    OVERFLOW_UID,
+    Unavailable,
+    apply_rlimits,
+    die_with_parent,
+    drop_to_uid,
+    drop_to_unmapped_uid,
+    enter_namespaces,
+    fork_into_pid_namespace,
+    install_audit_hook,
+    load_seccomp,
+    no_new_privs,
 )
 from spark_jax.tools.sandbox_mounts import MNT_DETACH, STAGING, WORKDIR, build_root
 
@@ -56,8 +67,6 @@ def compile_with_echo(source: str):
 
 
 def _format_user_error(exc: BaseException) -> str:
-    import traceback
-
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename not in INTERNAL_FILES]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.format_list(frames[-8:])
@@ -66,8 +75,6 @@ def _format_user_error(exc: BaseException) -> str:
 
 
 def run_user_code(source: str) -> int:
-    import linecache
-
     linecache.cache["<tool>"] = (len(source), None, source.splitlines(True), "<tool>")
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:

@@ -10,6 +10,7 @@ host that was killed (``sweep_stale_workdirs``, run when the first unsafe worker
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -129,8 +130,6 @@ def sweep_stale_workdirs(directory: str | None = None) -> list[str]:
 def remove_ipc_of_uid(uid: int) -> list[str]:
     """Removes the SysV IPC objects owned by ``uid`` (unsafe mode without an IPC namespace and
     without seccomp is the only way a program can leave one). Returns what was removed."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     remove = {"shm": lambda i: libc.shmctl(i, 0, None), "msg": lambda i: libc.msgctl(i, 0, None),
               "sem": lambda i: libc.semctl(i, 0, 0)}  # IPC_RMID

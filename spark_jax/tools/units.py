@@ -26,6 +26,7 @@ def registry():
     global _REGISTRY
     with _REGISTRY_LOCK:
         if _REGISTRY is None:
+            # deferred: an optional or heavy dependency, imported on first use
             import pint
 
             _REGISTRY = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
@@ -64,6 +65,7 @@ def normalize(text: str) -> str:
     """``text`` as pint's preprocessor rewrites it, with ``**(n)`` written ``**n``."""
     if not text:
         return text
+    # deferred: an optional or heavy dependency, imported on first use
     from pint.util import string_preprocessor
 
     return _PAREN_EXPONENT.sub(r"**\1", string_preprocessor(text))
@@ -83,6 +85,7 @@ class UnitsTool(Tool):
         registry()
 
     def _run(self, argument: str, timeout_s: float) -> str:
+        # deferred: an optional or heavy dependency, imported on first use
         import pint
 
         if len(argument) > MAX_QUERY_CHARS:
