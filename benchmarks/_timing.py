@@ -28,3 +28,9 @@ def ratio_spread(our_times: list[float], ref_times: list[float]) -> list[float]:
     """[min, max] over the repeats of reference time / our time, each pair timed back to back."""
     ratios = [r / o for o, r in zip(our_times, ref_times)]
     return [round(min(ratios), 3), round(max(ratios), 3)]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of ``xs`` (nearest rank, no interpolation)."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]

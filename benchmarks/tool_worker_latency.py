@@ -17,7 +17,7 @@ import argparse
 import json
 import statistics
 
-from _timing import interleaved_times  # this folder (run as a script)
+from _timing import interleaved_times, percentile  # this folder (run as a script)
 
 import spark_jax.tools as tools
 from spark_jax.tools import TOOLS, ToolsConfig, run_tool
@@ -32,11 +32,6 @@ ARGS = {
 }
 TARGETED = ("calculator", "units", "finance")
 TARGET_MS = 10.0
-
-
-def percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def checked(fn, name: str):

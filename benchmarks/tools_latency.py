@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from _timing import percentile  # this folder (run as a script)
+
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
 from spark_jax.tools.sandbox import close_pools
@@ -35,12 +37,6 @@ ARGS = {
     "search": "ideal gas constant",
     "cot": "Think about the units first.",
 }
-
-
-def percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
-    return s[k]
 
 
 def measure(fn, calls: int, pause_s: float = 0.0) -> list[float]:

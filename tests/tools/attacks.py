@@ -204,9 +204,10 @@ def successes(result) -> dict[str, str]:
     return {k: v for k, v in outcomes(result.output).items() if v.startswith("GOT")}
 
 
-def snapshot() -> set[str]:
+def snapshot(dirs=WATCHED_DIRS) -> set[str]:
+    """Paths directly inside ``dirs``: compared before and after a call to find what it left."""
     names = set()
-    for d in WATCHED_DIRS:
+    for d in dirs:
         try:
             names |= {os.path.join(d, n) for n in os.listdir(d)}
         except OSError:

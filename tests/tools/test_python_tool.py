@@ -14,6 +14,7 @@ import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
 from spark_jax.tools.python_tool import sandbox_settings
 from spark_jax.tools.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
+from tests.tools.attacks import snapshot
 
 TIMEOUT = 2.0
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
@@ -22,13 +23,7 @@ WATCHED = ["/tmp", "/var/tmp", "/dev/shm", str(pathlib.Path.home())]
 
 
 def _snapshot() -> set[str]:
-    names = set()
-    for d in WATCHED:
-        try:
-            names |= {os.path.join(d, n) for n in os.listdir(d)}
-        except OSError:
-            pass
-    return names
+    return snapshot(WATCHED)
 
 
 @pytest.fixture
