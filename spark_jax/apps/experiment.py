@@ -137,7 +137,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     source = mmlu_pro.resolve_source(cfg.data or None)
     questions = mmlu_pro.load_questions(source)
-    timings: dict[str, float] = {}
+    timings = _Timings(out / "timings.json")
     base = load_pretrained(cfg.model)
 
     judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
@@ -157,7 +157,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
                            generator=generator, tool_runner=run_tool, out_dir=stage1[selection])
         if summary.records == 0:
             raise RuntimeError(f"Stage 1 ({selection}) produced no records; see {stage1[selection] / 'manifest.json'}")
-        timings[f"stage1_{selection}_s"] = time.perf_counter() - t
+        timings.add(f"stage1_{selection}_s", time.perf_counter() - t)
 
     runs: dict[str, pathlib.Path] = {}
     for arm in cfg.arms:
@@ -172,7 +172,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
         finally:
             trainer.close()
         runs[name] = out / f"train_{algo}_{selection}"
-        timings[f"train_{algo}_{selection}_s"] = time.perf_counter() - t
+        timings.add(f"train_{algo}_{selection}_s", time.perf_counter() - t)
 
     manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
     by_id = {q["question_id"]: q for q in questions}
@@ -184,12 +184,30 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
                f"{len(heldout)} held-out questions")
         t = time.perf_counter()
         rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
-        timings[f"eval_{mode}_s"] = time.perf_counter() - t
+        timings.add(f"eval_{mode}_s", time.perf_counter() - t)
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
-    timings["total_s"] = time.perf_counter() - t0
-    table = experiment_table(cfg, labels, reports, timings)
+    timings.add("this_invocation_s", time.perf_counter() - t0, accumulate=False)
+    table = experiment_table(cfg, labels, reports, timings.totals())
     (out / "experiment.md").write_text(table)
     return table
+
+
+class _Timings:
+    """Seconds per stage, summed over every invocation that worked on it (a resumed stage adds its
+    remainder), kept in ``path`` so the table states the whole experiment's wall time."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def add(self, key: str, seconds: float, accumulate: bool = True) -> None:
+        self.seconds[key] = (self.seconds.get(key, 0.0) if accumulate else 0.0) + seconds
+        self.path.write_text(json.dumps(self.seconds, indent=2))
+
+    def totals(self) -> dict[str, float]:
+        stages = {k: v for k, v in self.seconds.items() if k != "this_invocation_s"}
+        return {**stages, "all stages_s": sum(stages.values()),
+                "this invocation_s": self.seconds.get("this_invocation_s", 0.0)}
 
 
 def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
@@ -246,5 +264,6 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
         from spark_jax.eval.report import summary_table
 
         lines += ["", f"## Held-out evaluation, {mode} mode", "", summary_table(summary)]
-    lines += ["", "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()), ""]
+    lines += ["", "Wall time (summed over resumed invocations): " +
+              ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in timings.items()), ""]
     return "\n".join(lines)
