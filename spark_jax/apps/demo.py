@@ -28,7 +28,8 @@ DEMO_QUESTIONS = "demo_questions.jsonl"
 class DemoConfig:
     model: str = "embedded"
     data: str | None = None  # an MMLU-Pro file; None: the shipped demo questions
-    # Defaults sized for a 2-core CPU: the point is to see every stage run, not to learn much.
+    # Defaults sized for `make demo` in 12 minutes on a 2-core CPU (docs/evaluation.md): enough
+    # LoRA steps at a high learning rate to move the policy's choice of action, scored in score mode.
     train_questions: int = 14  # Stage 1 questions (category-stratified)
     heldout_per_category: int = 1  # evaluation questions per category
     rollout_steps: int = 2  # K for Stage 1 (the last step is the answer)
@@ -36,13 +37,15 @@ class DemoConfig:
     # SmolLM2-135M as a local judge scores in a narrow band where GPT-4o spreads 0-10; at the
     # paper's 6.0 most steps would have nothing viable (docs/stage1.md).
     threshold: float = 5.0
-    train_steps: int = 3  # optimizer steps for SFT and for PPO each
+    train_steps: int = 6  # optimizer steps for SFT and for PPO each
     batch_size: int = 2  # trajectories per step (packed)
     lora_rank: int = 8
-    lr: float = 2e-4
+    lr: float = 5e-4
     warmup_steps: int = 2
     eval_steps: int = 1  # policy actions before the forced answer
-    eval_mode: str = "generate"
+    # score: the ten action headers are ranked by log-probability (no format errors), which shows
+    # the action distribution a few training steps produce; generate needs longer training for it.
+    eval_mode: str = "score"
     seed: int = 0
     reference_preds: str | None = None
 
@@ -184,10 +187,10 @@ def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Pa
     train_cfg = dataclasses.replace(
         TrainConfig(), algo=algo, data=str(stage1), model=cfg.model, steps=cfg.train_steps,
         batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed,
-        # A packed demo trajectory (system prompt, question, one action, the answer) is 600-900
-        # tokens and its two actions (headers, at most 64 + 64 written tokens, end markers) stay
-        # under 192: two sequence buckets and one action bucket keep the compilations to two.
-        seq_buckets=(1024, 1536), action_buckets=(192,),
+        # A packed demo trajectory (system prompt, question, one action, the answer) is 475-655
+        # tokens on the shipped questions and its two actions (headers, at most 48 + 64 written
+        # tokens, end markers) stay under 192: one compilation, and no row padded to 1024.
+        seq_buckets=(768, 1024), action_buckets=(192,),
         lora=LoraConfig(rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
         optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
         checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 2), keep=1),

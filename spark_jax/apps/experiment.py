@@ -210,9 +210,13 @@ class _Timings:
                 "this invocation_s": self.seconds.get("this_invocation_s", 0.0)}
 
 
+EVAL_CHUNK = 32  # questions per saved chunk (two decode batches): a stopped evaluation resumes there
+
+
 def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
               heldout: list[dict[str, Any]], out: pathlib.Path) -> list[dict[str, Any]]:
-    """Every system's rows; a system whose rows file exists is not evaluated again."""
+    """Every system's rows. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
+    ``<system>.jsonl`` when the system is complete; saved rows are not evaluated again."""
     # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems
@@ -226,14 +230,31 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
     systems = [("base", lambda: base)] + [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
     rows: list[dict[str, Any]] = []
     for name, load in systems:
-        path = out / f"{name}.jsonl"
+        path, partial = out / f"{name}.jsonl", out / f"{name}.partial.jsonl"
         if path.is_file():
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows += _read_rows(path)
             continue
-        got = evaluate_systems([(name, load)], heldout, agent_cfg)
+        got = _read_rows(partial) if partial.is_file() else []
+        done = {r["question_id"] for r in got}
+        todo = [q for q in heldout if q["question_id"] not in done]
+        if todo:
+            model = load()
+            if done:
+                _stage(f"{name}: {len(done)} of {len(heldout)} questions already evaluated, resuming")
+            for start in range(0, len(todo), EVAL_CHUNK):
+                chunk = evaluate_systems([(name, lambda: model)], todo[start:start + EVAL_CHUNK], agent_cfg)
+                got += chunk
+                atomic_write_text(partial, "".join(json.dumps(r) + "\n" for r in got))
+        order = {q["question_id"]: i for i, q in enumerate(heldout)}
+        got.sort(key=lambda r: order[r["question_id"]])
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in got))
+        partial.unlink(missing_ok=True)
         rows += got
     return rows
+
+
+def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels: dict[str, dict],

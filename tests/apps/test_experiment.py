@@ -36,6 +36,20 @@ def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (out / "eval_generate").glob("*.jsonl")} == stamps
     metrics = (out / "train_ppo_greedy" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in metrics] == [1, 2]
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"stage1_greedy_s", "train_ppo_greedy_s", "eval_generate_s"} <= set(timings)
+    assert "Wall time (summed over resumed invocations): " in table
+
+    # an evaluation stopped after its first chunk resumes there: the saved row is kept as it was
+    base_rows = out / "eval_generate" / "base.jsonl"
+    partial = out / "eval_generate" / "base.partial.jsonl"
+    first = {**json.loads(base_rows.read_text().splitlines()[0]), "saved_before_the_stop": True}
+    partial.write_text(json.dumps(first) + "\n")
+    base_rows.unlink()
+    run_experiment(cfg, out)
+    again = [json.loads(x) for x in base_rows.read_text().splitlines()]
+    assert len(again) == 3 and again[0] == first and not partial.exists()
+    assert json.loads((out / "timings.json").read_text())["stage1_greedy_s"] >= timings["stage1_greedy_s"]
 
 
 def test_experiment_config_validation():
