@@ -186,8 +186,7 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
         rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
         timings.add(f"eval_{mode}_s", time.perf_counter() - t)
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
-    timings.add("this_invocation_s", time.perf_counter() - t0, accumulate=False)
-    table = experiment_table(cfg, labels, reports, timings.totals())
+    table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
     (out / "experiment.md").write_text(table)
     return table
 
@@ -200,14 +199,15 @@ class _Timings:
         self.path = path
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def add(self, key: str, seconds: float, accumulate: bool = True) -> None:
-        self.seconds[key] = (self.seconds.get(key, 0.0) if accumulate else 0.0) + seconds
-        self.path.write_text(json.dumps(self.seconds, indent=2))
+    def add(self, key: str, seconds: float) -> None:
+        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+        from spark_jax.rollout.store import atomic_write_text
 
-    def totals(self) -> dict[str, float]:
-        stages = {k: v for k, v in self.seconds.items() if k != "this_invocation_s"}
-        return {**stages, "all stages_s": sum(stages.values()),
-                "this invocation_s": self.seconds.get("this_invocation_s", 0.0)}
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        atomic_write_text(self.path, json.dumps(self.seconds, indent=2))
+
+    def totals(self, this_invocation_s: float) -> dict[str, float]:
+        return {**self.seconds, "all stages_s": sum(self.seconds.values()), "this invocation_s": this_invocation_s}
 
 
 EVAL_CHUNK = 32  # questions per saved chunk (two decode batches): a stopped evaluation resumes there
