@@ -34,7 +34,6 @@ from spark_jax.core.jax_setup import configure_gpu  # noqa: E402
 configure_gpu()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spark_jax.core.config_io import load_config  # noqa: E402

@@ -1,12 +1,17 @@
-"""Score mode per question: the cached header scoring against the full-sequence reference.
+"""Score mode per question: cached header scoring against a reference way.
 
-One question = the ten action headers ranked after a Stage 1 state. The cached way prefills the
-state once and runs the ten headers against its KV cache (``PretrainedModel.score_continuations``);
-the reference builds ten full sequences and copies back their logits
-(``spark_jax.testing.score_reference``). Both are timed alternately on the same states, after one
-untimed call each (compilation); the script also checks that both give the same log-probs.
+One question = the ten action headers ranked after a Stage 1 state. Ways:
+- ``prefix`` (the agent's): the system prompt's cache is computed once and reused; each state's
+  remaining tokens are prefilled after it, then the ten headers run against that cache;
+- ``whole_prompt``: the whole state is prefilled once per question, then the ten headers
+  (``PretrainedModel.score_continuations`` without ``prefix_len``);
+- ``full_sequence``: ten full sequences with all their logits copied back (the score mode before
+  the cached one, ``spark_jax.testing.score_reference``).
+Both sides are timed alternately on the same states, after one untimed call each (compilation);
+the script also checks that both give the same log-probs.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/score_mode.py [--questions 3] [--data MMLU_PRO.jsonl]
+    PYTHONPATH=. .venv/bin/python benchmarks/score_mode.py [--ours prefix] [--reference full_sequence]
+        [--questions 3] [--data MMLU_PRO.jsonl]
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--data", default="../shared/data/mmlu_pro/test.jsonl", help="MMLU-Pro questions (read at run time)")
     ap.add_argument("--questions", type=int, default=3)
+    ap.add_argument("--ours", choices=("prefix", "whole_prompt"), default="prefix")
+    ap.add_argument("--reference", choices=("whole_prompt", "full_sequence"), default="full_sequence")
     args = ap.parse_args()
     from spark_jax.data.mmlu_pro import load_questions
 
@@ -39,28 +46,35 @@ def main() -> None:
     questions = load_questions(args.data)[:: max(1, 12000 // args.questions)][: args.questions]
     states = [encode_chat(tok, prompts.initial_messages(q)) for q in questions]
     headers = [list(tok(f"Action: {n}\nInput:", add_special_tokens=False)["input_ids"]) for n in action_names()]
+    system_len = len(encode_chat(tok, prompts.initial_messages(questions[0])[:1], add_generation_prompt=False))
+    ways = {
+        "prefix": lambda s: model.score_continuations(s, headers, prefix_len=system_len),
+        "whole_prompt": lambda s: model.score_continuations(s, headers),
+        "full_sequence": lambda s: full_sequence_logprobs(model, s, headers),
+    }
     worst = 0.0
     for s in states:
-        got, want = model.score_continuations(s, headers), full_sequence_logprobs(model, s, headers)
+        got, want = ways[args.ours](s), ways[args.reference](s)
         worst = max(worst, max(float(np.abs(np.subtract(g, w)).max()) for g, w in zip(got, want)))
     it = {"i": 0}
 
-    def cached():
-        model.score_continuations(states[it["i"] % len(states)], headers)
+    def ours():
+        ways[args.ours](states[it["i"] % len(states)])
 
     def reference():
-        full_sequence_logprobs(model, states[it["i"] % len(states)], headers)
+        ways[args.reference](states[it["i"] % len(states)])
         it["i"] += 1
 
-    ours, ref = interleaved_times(cached, reference, repeats=len(states))
+    ours_s, ref_s = interleaved_times(ours, reference, repeats=len(states))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     row = {"benchmark": "score_mode_per_question", "model": args.model, "questions": len(states),
-           "state_tokens": [len(s) for s in states], "cached_s": round(median(ours), 3),
-           "full_sequence_s": round(median(ref), 3), "speedup": round(median(ref) / median(ours), 2),
-           "pair_speedups": ratio_spread(ours, ref), "max_abs_logprob_diff": worst, "commit": commit}
+           "state_tokens": [len(s) for s in states], "system_prompt_tokens": system_len,
+           f"{args.ours}_s": round(median(ours_s), 3), f"{args.reference}_s": round(median(ref_s), 3),
+           "speedup": round(median(ref_s) / median(ours_s), 2), "pair_speedups": ratio_spread(ours_s, ref_s),
+           "max_abs_logprob_diff": worst, "commit": commit}
     print(f"| way | seconds per question (median of {len(states)}) |\n|---|---|\n"
-          f"| cached (one prefill + 10 headers) | {row['cached_s']} |\n| full sequences (reference) | "
-          f"{row['full_sequence_s']} |\nspeedup {row['speedup']}x (pairs {row['pair_speedups']}), "
+          f"| {args.ours} (ours) | {row[f'{args.ours}_s']} |\n| {args.reference} (reference) | "
+          f"{row[f'{args.reference}_s']} |\nspeedup {row['speedup']}x (pairs {row['pair_speedups']}), "
           f"max |log-prob difference| {worst:.2e}")
     print(json.dumps(row))
 

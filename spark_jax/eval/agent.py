@@ -120,12 +120,22 @@ class PolicyAgent:
     def _header_ids(self, name: str) -> list[int]:
         return list(self.model.tokenizer(f"Action: {name}\nInput:", add_special_tokens=False)["input_ids"])
 
-    def score_actions(self, prompt_ids: Sequence[int]) -> dict[str, float]:
+    def score_actions(self, prompt_ids: Sequence[int], prefix_len: int = 0) -> dict[str, float]:
         """Summed log-probability of each action header after ``prompt_ids``: one prefill of the
-        prompt, then the ten headers as short continuations against its cache."""
+        prompt (after the cached first ``prefix_len`` tokens), then the ten headers as short
+        continuations against its cache."""
         names = action_names()
-        scores = self.model.score_continuations(list(prompt_ids), [self._header_ids(n) for n in names])
+        scores = self.model.score_continuations(list(prompt_ids), [self._header_ids(n) for n in names],
+                                                prefix_len=prefix_len)
         return {n: float(sum(s)) for n, s in zip(names, scores)}
+
+    def _system_prefix_len(self, messages: Sequence[Mapping[str, str]], prompt_ids: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt_ids`` are the rendered system turn (0 if they are not)."""
+        if not messages or messages[0].get("role") != "system":
+            return 0
+        system = encode_chat(self.model.tokenizer, messages[:1], add_generation_prompt=False)
+        n = len(system)
+        return n if 0 < n < len(prompt_ids) and list(prompt_ids[:n]) == system else 0
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -171,7 +181,8 @@ class PolicyAgent:
             return self._decode(prompt_ids, self.config.max_action_tokens)
         chosen = []
         for ep, ids in zip(active, prompt_ids):
-            scores = self.score_actions(ids)
+            # the system prompt is most of a state's tokens: its cache is computed once per model
+            scores = self.score_actions(ids, self._system_prefix_len(ep.messages, ids))
             ep.header_logprobs.append(scores)
             chosen.append(max(scores, key=scores.get))
         heads = [ids + self._header_ids(name) for ids, name in zip(prompt_ids, chosen)]

@@ -44,6 +44,26 @@ def prefill(model: Llama, input_ids_bp: jax.Array, mask_bp: jax.Array, *, max_ne
     return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
 
 
+def prefix_cache(model: Llama, prefix_ids_1c: jax.Array) -> KVCache:
+    """The keys/values of a prompt prefix [1, C] (a system prompt), for later calls to reuse."""
+    c = prefix_ids_1c.shape[1]
+    cache = KVCache.empty(model.config, 1, c)
+    _, cache = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, cache, live_slots=c)
+    return cache
+
+
+def prefill_after(model: Llama, prefix: KVCache, suffix_ids_bs: jax.Array, suffix_mask_bs: jax.Array, *,
+                  max_new_tokens: int) -> Prefilled:
+    """``prefill`` of prompts that continue a cached prefix (``prefix_cache``, one row, C slots)
+    with left-padded suffixes [B, S]; the same slot layout as ``prefill_with_prefix``."""
+    b, s = suffix_ids_bs.shape
+    c = prefix.valid_bs.shape[1]
+    positions = c + positions_from_mask(suffix_mask_bs, (b, s))
+    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs,
+                                        prefix.grown(c + s + max_new_tokens).broadcast(b), live_slots=c + s)
+    return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
+
+
 def prefill_with_prefix(model: Llama, prefix_ids_1c: jax.Array, suffix_ids_bs: jax.Array, suffix_mask_bs: jax.Array,
                         *, max_new_tokens: int) -> Prefilled:
     """``prefill`` for prompts that all start with the same C tokens: the prefix [1, C] is run once
@@ -169,17 +189,22 @@ def trim_outputs(tokens_bn, eos_ids, limit: int) -> list[list[int]]:
 
 
 def continuation_logprobs(model: Llama, prompt_ids_1p: jax.Array, prompt_mask_1p: jax.Array,
-                          cont_ids_nh: jax.Array, cont_mask_nh: jax.Array) -> jax.Array:
+                          cont_ids_nh: jax.Array, cont_mask_nh: jax.Array, prefix: KVCache | None = None) -> jax.Array:
     """Log-probs [N, H] (float32, 0 on padding) of N short continuations of one prompt.
 
-    The left-padded prompt [1, P] is prefilled once; its cache is shared by the N right-padded
-    continuations [N, H], which run as one [N, H] pass over it. Only the continuation positions
-    are projected onto the vocabulary: token j's log-prob comes from the hidden state before it
-    (the prompt's last one for j = 0).
+    The left-padded prompt [1, P] is prefilled once (after ``prefix``, a ``prefix_cache`` of its
+    first C tokens, when given); its cache is shared by the N right-padded continuations [N, H],
+    which run as one [N, H] pass over it. Only the continuation positions are projected onto the
+    vocabulary: token j's log-prob comes from the hidden state before it (the prompt's last one
+    for j = 0).
     """
     n, h = cont_ids_nh.shape
     p = prompt_ids_1p.shape[1]
-    state = prefill(model, prompt_ids_1p, prompt_mask_1p, max_new_tokens=h)
+    if prefix is None:
+        state = prefill(model, prompt_ids_1p, prompt_mask_1p, max_new_tokens=h)
+    else:
+        state = prefill_after(model, prefix, prompt_ids_1p, prompt_mask_1p, max_new_tokens=h)
+        p += prefix.valid_bs.shape[1]
     positions = state.next_pos[:, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
     hidden, _ = model.hidden_states(cont_ids_nh, jnp.broadcast_to(positions, (n, h)), cont_mask_nh,
                                     state.cache.broadcast(n), live_slots=p + h)

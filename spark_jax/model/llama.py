@@ -43,6 +43,15 @@ class KVCache(NamedTuple):
         widen = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
         return KVCache(tuple(map(widen, self.keys)), tuple(map(widen, self.values)), widen(self.valid_bs), self.index)
 
+    def grown(self, slots: int) -> "KVCache":
+        """The same cache with ``slots`` slots in all: the new ones empty, after the existing ones."""
+        extra = slots - self.valid_bs.shape[1]
+        if extra < 0:
+            raise ValueError(f"cannot shrink a cache of {self.valid_bs.shape[1]} slots to {slots}")
+        pad = lambda x, axis: jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)])  # noqa: E731
+        return KVCache(tuple(pad(k, 3) for k in self.keys), tuple(pad(v, 2) for v in self.values),
+                       pad(self.valid_bs, 1), self.index)
+
 
 def _linear(cfg: LlamaConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(

@@ -75,6 +75,8 @@ class PretrainedModel:
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
         self._compiled: dict[tuple, Callable] = {}
+        self._prefix_caches: dict[tuple[int, ...], Any] = {}  # prompt prefix -> its KVCache
+        self._prefix_caches_state = self.state  # the weights they were computed with
         self.decode_weight_blocks = default_decode_weight_blocks(mesh) if supports_decode_layout(model) else 0
 
     @property
@@ -176,16 +178,26 @@ class PretrainedModel:
         )
         return fn(self.state, ids_bt, mask_bt)
 
-    def score_continuations(self, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score_continuations(self, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]], *,
+                            prefix_len: int = 0) -> list[list[float]]:
         """Per-token log-probs of each continuation after ``prompt_ids``: one prefill of the prompt,
-        then all continuations against its cache (``generate.continuation_logprobs``)."""
+        then all continuations against its cache (``generate.continuation_logprobs``).
+
+        ``prefix_len`` > 0: the prompt's first ``prefix_len`` tokens (a system prompt shared by
+        many calls) are prefilled once per model and their cache is reused by later calls.
+        """
         if not prompt_ids or not continuations or not all(continuations):
             raise ValueError("score_continuations needs a non-empty prompt and non-empty continuations")
-        pb, n, hb = length_bucket(len(prompt_ids)), len(continuations), bucket(max(map(len, continuations)), minimum=8)
+        if not 0 <= prefix_len < len(prompt_ids):
+            raise ValueError(f"score_continuations prefix_len must be in [0, {len(prompt_ids)}) for a prompt of "
+                             f"{len(prompt_ids)} tokens, got {prefix_len}")
+        prefix = self._prefix_cache(prompt_ids[:prefix_len]) if prefix_len else None
+        suffix = prompt_ids[prefix_len:]
+        pb, n, hb = length_bucket(len(suffix)), len(continuations), bucket(max(map(len, continuations)), minimum=8)
         prompt = np.zeros((1, pb), np.int32)
         prompt_mask = np.zeros((1, pb), np.int32)
-        prompt[0, pb - len(prompt_ids):] = prompt_ids
-        prompt_mask[0, pb - len(prompt_ids):] = 1
+        prompt[0, pb - len(suffix):] = suffix
+        prompt_mask[0, pb - len(suffix):] = 1
         conts = np.zeros((n, hb), np.int32)
         cont_mask = np.zeros((n, hb), np.int32)
         for i, c in enumerate(continuations):
@@ -195,15 +207,37 @@ class PretrainedModel:
         self._check_ids(conts)
         graphdef = self.graphdef
 
-        def run(state, prompt_1p, prompt_mask_1p, conts_nh, cont_mask_nh):
+        def run(state, prompt_1p, prompt_mask_1p, conts_nh, cont_mask_nh, prefix_cache):
             return gen.continuation_logprobs(nnx.merge(graphdef, state), prompt_1p, prompt_mask_1p, conts_nh,
-                                             cont_mask_nh)
+                                             cont_mask_nh, prefix=prefix_cache)
 
         rep = (lambda: replicated(self.mesh))
-        fn = self._jit(("score", pb, n, hb), run, lambda: (self._state_shardings(), rep(), rep(), rep(), rep()), rep)
+        fn = self._jit(("score", prefix_len, pb, n, hb), run,
+                       lambda: (self._state_shardings(), rep(), rep(), rep(), rep(), rep()), rep)
         out = np.asarray(jax.device_get(fn(self.state, *(self._put_replicated(a) for a in
-                                                         (prompt, prompt_mask, conts, cont_mask)))))
+                                                         (prompt, prompt_mask, conts, cont_mask)), prefix)))
         return [out[i, :len(c)].tolist() for i, c in enumerate(continuations)]
+
+    # A few prompt prefixes' caches per model (the agent reuses one system prompt).
+    max_prefix_caches = 4
+
+    def _prefix_cache(self, prefix_ids: Sequence[int]):
+        key = tuple(int(t) for t in prefix_ids)
+        if self._prefix_caches_state is not self.state:  # new weights: the cached keys/values are stale
+            self._prefix_caches, self._prefix_caches_state = {}, self.state
+        caches = self._prefix_caches
+        if key not in caches:
+            ids = np.asarray([key], np.int32)
+            self._check_ids(ids)
+            graphdef = self.graphdef
+            rep = (lambda: replicated(self.mesh))
+            fn = self._jit(("prefix", len(key)), lambda state, ids_1c: gen.prefix_cache(nnx.merge(graphdef, state),
+                                                                                         ids_1c),
+                           lambda: (self._state_shardings(), rep()), rep)
+            if len(caches) >= self.max_prefix_caches:
+                caches.pop(next(iter(caches)))
+            caches[key] = fn(self.state, self._put_replicated(ids))
+        return caches[key]
 
     def _put_replicated(self, arr: np.ndarray):
         return jnp.asarray(arr) if self.mesh is None else jax.device_put(arr, replicated(self.mesh))

@@ -118,7 +118,7 @@ def test_models_of_the_same_structure_share_compiled_functions(tiny_hf):
     a = spark_jax.load_pretrained(tiny_hf[0])
     b = spark_jax.load_pretrained(tiny_hf[0])
     b.state = __import__("jax").tree.map(lambda x: x * 1.01, b.state)  # other weights, same structure
-    out_a = a.generate([[1, 2, 3]], 4, eos_token_ids=())
+    a.generate([[1, 2, 3]], 4, eos_token_ids=())  # compiles the shared function first
     out_b = b.generate([[1, 2, 3]], 4, eos_token_ids=())
     key = next(k for k in a._compiled if k[0] in ("generate", "decode_loop"))
     assert a._compiled[key] is b._compiled[key]

@@ -93,8 +93,7 @@ def test_update_does_not_depend_on_grad_accum(algo, norm, tiny_model_dir, stage1
         finally:
             t.close()
     (p1, m1), (p4, m4) = params
-    moved = 0.0
-    for a, b, init in zip(jax.tree.leaves(p1), jax.tree.leaves(p4), jax.tree.leaves(p1)):
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     for k in ("loss", "kl", "entropy", "grad_norm"):
         np.testing.assert_allclose(m1[k], m4[k], rtol=1e-5, atol=1e-6, err_msg=k)
