@@ -15,9 +15,11 @@ per system and mode: accuracy, tool entropy with intervals, tool calls, format e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import pathlib
+import signal
 import sys
 import time
 from typing import Any
@@ -85,10 +87,16 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
     out = pathlib.Path(args.out)
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the stage it stops still records its time.
+    signal.signal(signal.SIGTERM, _interrupt)
     table = run_experiment(cfg, out)
     print(table)
     print(f"\nexperiment table: {out / 'experiment.md'}", file=sys.stderr)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _stage(text: str) -> None:
@@ -145,34 +153,33 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     stage1: dict[str, pathlib.Path] = {}
     for selection in cfg.selections:
         _stage(f"Stage 1 ({selection}): {cfg.train_questions} questions x {cfg.rollout_steps} steps")
-        t = time.perf_counter()
-        gen_cfg = GenerateConfig(
-            data=source, num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
-            seed=cfg.seed, steps=cfg.rollout_steps, selection=selection, threshold=cfg.threshold,
-            questions_per_shard=cfg.concurrency, concurrency=cfg.concurrency, max_tokens_tool=cfg.max_tokens_tool,
-            max_tokens_thought=cfg.max_tokens_thought, max_tokens_answer=cfg.max_tokens_answer,
-            max_observation_chars=cfg.max_observation_chars)
-        stage1[selection] = out / f"stage1_{selection}"
-        summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(source), judge=judge,
-                           generator=generator, tool_runner=run_tool, out_dir=stage1[selection])
-        if summary.records == 0:
-            raise RuntimeError(f"Stage 1 ({selection}) produced no records; see {stage1[selection] / 'manifest.json'}")
-        timings.add(f"stage1_{selection}_s", time.perf_counter() - t)
+        with timings.stage(f"stage1_{selection}_s"):
+            gen_cfg = GenerateConfig(
+                data=source, num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
+                seed=cfg.seed, steps=cfg.rollout_steps, selection=selection, threshold=cfg.threshold,
+                questions_per_shard=cfg.concurrency, concurrency=cfg.concurrency, max_tokens_tool=cfg.max_tokens_tool,
+                max_tokens_thought=cfg.max_tokens_thought, max_tokens_answer=cfg.max_tokens_answer,
+                max_observation_chars=cfg.max_observation_chars)
+            stage1[selection] = out / f"stage1_{selection}"
+            summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(source), judge=judge,
+                               generator=generator, tool_runner=run_tool, out_dir=stage1[selection])
+            if summary.records == 0:
+                raise RuntimeError(f"Stage 1 ({selection}) produced no records; "
+                                   f"see {stage1[selection] / 'manifest.json'}")
 
     runs: dict[str, pathlib.Path] = {}
     for arm in cfg.arms:
         algo, _, selection = arm.partition(ARM_SEPARATOR)
         name = arm_name(arm)
         _stage(f"Stage 2: {name}, {cfg.train_steps} steps")
-        t = time.perf_counter()
-        train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection])).cfg
-        trainer = Trainer(train_cfg, out / f"train_{algo}_{selection}")
-        try:
-            trainer.run(progress=True)
-        finally:
-            trainer.close()
+        with timings.stage(f"train_{algo}_{selection}_s"):
+            train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection])).cfg
+            trainer = Trainer(train_cfg, out / f"train_{algo}_{selection}")
+            try:
+                trainer.run(progress=True)
+            finally:
+                trainer.close()
         runs[name] = out / f"train_{algo}_{selection}"
-        timings.add(f"train_{algo}_{selection}_s", time.perf_counter() - t)
 
     manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
     by_id = {q["question_id"]: q for q in questions}
@@ -182,9 +189,8 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     for mode in cfg.eval_modes:
         _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): base and {len(runs)} arms on "
                f"{len(heldout)} held-out questions")
-        t = time.perf_counter()
-        rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
-        timings.add(f"eval_{mode}_s", time.perf_counter() - t)
+        with timings.stage(f"eval_{mode}_s"):
+            rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
     table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
     (out / "experiment.md").write_text(table)
@@ -192,8 +198,9 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
 
 
 class _Timings:
-    """Seconds per stage, summed over every invocation that worked on it (a resumed stage adds its
-    remainder), kept in ``path`` so the table states the whole experiment's wall time."""
+    """Seconds per stage, summed over every invocation that worked on it (a stage that was stopped
+    or skipped as done adds the time it took this time), kept in ``path`` so the table states the
+    whole experiment's wall time."""
 
     def __init__(self, path: pathlib.Path):
         self.path = path
@@ -205,6 +212,15 @@ class _Timings:
 
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
         atomic_write_text(self.path, json.dumps(self.seconds, indent=2))
+
+    @contextlib.contextmanager
+    def stage(self, key: str):
+        """Adds the time spent in the block to ``key``, also when it stops with an exception."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(key, time.perf_counter() - t)
 
     def totals(self, this_invocation_s: float) -> dict[str, float]:
         return {**self.seconds, "all stages_s": sum(self.seconds.values()), "this invocation_s": this_invocation_s}

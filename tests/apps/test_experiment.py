@@ -4,9 +4,11 @@ the table it writes, and a rerun that resumes (nothing is redone)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from spark_jax.apps import experiment
 from spark_jax.apps.experiment import ExperimentConfig, arm_name, run_experiment
 from tests.data.mmlu_fixtures import make_bank, write_jsonl
 
@@ -58,3 +60,15 @@ def test_experiment_config_validation():
     with pytest.raises(ValueError, match="eval_modes"):
         ExperimentConfig(eval_modes=("judge",))
     assert arm_name("ppo:lowest_viable") == "PPO-rarity" and arm_name("sft:greedy") == "SFT-greedy"
+
+
+def test_a_stopped_stage_still_records_its_time(tmp_path):
+    timings = experiment._Timings(tmp_path / "timings.json")
+    timings.add("train_sft_greedy_s", 5.0)
+    with pytest.raises(KeyboardInterrupt):
+        with timings.stage("train_sft_greedy_s"):
+            time.sleep(0.05)
+            experiment._interrupt(15, None)  # what a SIGTERM does to the command
+    saved = json.loads((tmp_path / "timings.json").read_text())
+    assert saved["train_sft_greedy_s"] >= 5.05
+    assert experiment._Timings(tmp_path / "timings.json").totals(1.0)["all stages_s"] == saved["train_sft_greedy_s"]
