@@ -104,3 +104,20 @@ def test_score_actions_ranks_all_ten(tiny_policy):
     agent = PolicyAgent(tiny_policy, AgentConfig(mode="score"))
     scores = agent.score_actions([1, 3, 10, 11])
     assert list(scores) == list(action_names()) and all(s < 0 for s in scores.values())
+
+
+def test_score_mode_reuses_the_system_prompt_and_scores_as_without_it(tiny_policy):
+    from spark_jax.protocol import prompts
+    from spark_jax.protocol.chat import encode_chat
+
+    agent = PolicyAgent(tiny_policy, AgentConfig(mode="score"))
+    messages = prompts.initial_messages(QUESTION)
+    ids = encode_chat(tiny_policy.tokenizer, messages)
+    n = agent._system_prefix_len(messages, ids)
+    assert 0 < n < len(ids)  # the rendered system turn leads the state
+    with_prefix, whole = agent.score_actions(ids, n), agent.score_actions(ids)
+    assert with_prefix == pytest.approx(whole, abs=1e-3)  # ten summed header log-probs
+    assert max(with_prefix, key=with_prefix.get) == max(whole, key=whole.get)
+    # a state that does not start with its own system turn scores without a prefix
+    assert agent._system_prefix_len([{"role": "user", "content": "hi"}], ids) == 0
+    assert agent._system_prefix_len(messages, ids[5:]) == 0
