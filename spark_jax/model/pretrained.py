@@ -74,6 +74,10 @@ class PretrainedModel:
         self.tokenizer = tokenizer
         self.mesh = mesh
         self.graphdef, self.state = nnx.split(model)
+        if mesh is None:
+            # One placement for every model: weights restored from a training run come on a
+            # 1-device mesh, and jit compiles again for each distinct input sharding.
+            self.state = jax.device_put(self.state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
         self._compiled: dict[tuple, Callable] = {}
         self._prefix_caches: dict[tuple[int, ...], Any] = {}  # prompt prefix -> its KVCache
         self._prefix_caches_state = self.state  # the weights they were computed with

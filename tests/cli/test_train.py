@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import spark_jax
 from spark_jax.cli import main
 from spark_jax.model.checkpoint_hf import load_hf_directory
 
@@ -43,7 +44,14 @@ def test_train_then_export_hf_and_peft(tiny_model_dir, stage1_run, tmp_path, cap
     merged, cfg = load_hf_directory(hf_dir)
     ids = _ids(cfg.vocab_size)
     ours = np.asarray(merged(ids)[0])
-    np.testing.assert_allclose(pretrained_from_run(out).logits(ids), ours, rtol=1e-5, atol=1e-5)
+    trained = pretrained_from_run(out)
+    np.testing.assert_allclose(trained.logits(ids), ours, rtol=1e-5, atol=1e-5)
+    # the trained policy runs the base model's compiled functions: no second compilation per shape
+    base_model = spark_jax.load_pretrained(str(tiny_model_dir))
+    base_model.score_continuations([5, 6, 7], [[8, 9]])
+    trained.score_continuations([5, 6, 7], [[8, 9]])
+    key = next(k for k in trained._compiled if k[0] == "score")
+    assert trained._compiled[key] is base_model._compiled[key] and trained._compiled[key]._cache_size() == 1
     base = np.asarray(load_hf_directory(tiny_model_dir)[0](ids)[0])
     assert np.abs(ours - base).max() > 1e-4  # training moved the weights
     tid = torch.tensor(ids, dtype=torch.long)
