@@ -72,14 +72,8 @@ def prefill_with_prefix(model: Llama, prefix_ids_1c: jax.Array, suffix_ids_bs: j
     Cache slots are [prefix | suffix padding | suffix | new tokens]; padding slots are invalid and
     RoPE positions count real tokens only, so every row attends to exactly what ``prefill`` gives it.
     """
-    b, s = suffix_ids_bs.shape
-    c = prefix_ids_1c.shape[1]
-    one = KVCache.empty(model.config, 1, c + s + max_new_tokens)
-    _, one = model.hidden_states(prefix_ids_1c, jnp.arange(c, dtype=jnp.int32)[None, :], None, one, live_slots=c)
-    positions = c + positions_from_mask(suffix_mask_bs, (b, s))
-    hidden, cache = model.hidden_states(suffix_ids_bs, positions, suffix_mask_bs, one.broadcast(b),
-                                        live_slots=c + s)
-    return Prefilled(hidden[:, -1:, :], cache, positions[:, -1] + 1)
+    return prefill_after(model, prefix_cache(model, prefix_ids_1c), suffix_ids_bs, suffix_mask_bs,
+                         max_new_tokens=max_new_tokens)
 
 
 def decode(model: Llama, input_ids_bp, mask_bp, limit, temperature, rng, eos_ids, *,
