@@ -100,6 +100,7 @@ class PolicyAgent:
         self.eos = end_of_turn_ids(model)
         self.tool_runner = tool_runner or run_tool
         self._seed = config.seed
+        self._system_ids: dict[str, list[int]] = {}  # system prompt text -> its rendered tokens
 
     # ---- decoding helpers -----------------------------------------------------------------
 
@@ -133,7 +134,11 @@ class PolicyAgent:
         """How many leading tokens of ``prompt_ids`` are the rendered system turn (0 if they are not)."""
         if not messages or messages[0].get("role") != "system":
             return 0
-        system = encode_chat(self.model.tokenizer, messages[:1], add_generation_prompt=False)
+        content = messages[0].get("content", "")
+        system = self._system_ids.get(content)
+        if system is None:  # rendered once per system prompt, not once per scored state
+            system = self._system_ids[content] = encode_chat(self.model.tokenizer, messages[:1],
+                                                             add_generation_prompt=False)
         n = len(system)
         return n if 0 < n < len(prompt_ids) and list(prompt_ids[:n]) == system else 0
 
