@@ -46,6 +46,9 @@ class ExperimentConfig:
     seed: int = 0
     eval_modes: tuple[str, ...] = ("score", "generate")
     eval_steps: int = 2  # policy actions before the forced answer
+    # False: only the trained arms are evaluated, e.g. an arm run on its own after the others, whose
+    # base-model rows an earlier run of the same questions already holds
+    evaluate_base: bool = True
     max_tokens_tool: int = 64
     max_tokens_thought: int = 96
     max_tokens_answer: int = 96
@@ -68,6 +71,8 @@ class ExperimentConfig:
             if algo not in ("sft", "ppo") or selection not in self.selections:
                 raise ValueError(f"experiment arm {arm!r} must be 'sft:<selection>' or 'ppo:<selection>' with a "
                                  f"selection from {list(self.selections)}")
+        if not self.evaluate_base and not self.arms:
+            raise ValueError("experiment has nothing to evaluate: evaluate_base is false and arms is empty")
         if not self.eval_modes or any(m not in ("score", "generate") for m in self.eval_modes):
             raise ValueError(f"experiment eval_modes must be some of score, generate; got {list(self.eval_modes)}")
 
@@ -187,8 +192,8 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     labels = {selection: summarize_run(d) for selection, d in stage1.items()}
     reports = {}
     for mode in cfg.eval_modes:
-        _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): base and {len(runs)} arms on "
-               f"{len(heldout)} held-out questions")
+        who = f"base and {len(runs)} arms" if cfg.evaluate_base else f"{len(runs)} arms (not the base model)"
+        _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {who} on {len(heldout)} held-out questions")
         with timings.stage(f"eval_{mode}_s"):
             rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
@@ -243,7 +248,8 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
     agent_cfg = AgentConfig(max_steps=cfg.eval_steps, mode=mode, max_action_tokens=cfg.max_tokens_tool,
                             max_answer_tokens=cfg.max_tokens_answer, observation_chars=cfg.max_observation_chars,
                             seed=cfg.seed)
-    systems = [("base", lambda: base)] + [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
+    systems = [("base", lambda: base)] if cfg.evaluate_base else []
+    systems += [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
     rows: list[dict[str, Any]] = []
     for name, load in systems:
         path, partial = out / f"{name}.jsonl", out / f"{name}.partial.jsonl"
@@ -279,7 +285,7 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
     from spark_jax.eval.report import write_report
 
     # each arm against its own training labels; the base model against the first selection's (rarity-first)
-    label_counts = {"base": labels[cfg.selections[0]]["usage_counts"]}
+    label_counts = {"base": labels[cfg.selections[0]]["usage_counts"]} if cfg.evaluate_base else {}
     label_counts.update({arm_name(arm): labels[arm.partition(ARM_SEPARATOR)[2]]["usage_counts"] for arm in cfg.arms})
     return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", label_counts=label_counts, meta={
         "model": cfg.model, "held-out questions": n, "policy actions before the forced answer": cfg.eval_steps,

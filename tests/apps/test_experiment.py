@@ -3,6 +3,7 @@ the table it writes, and a rerun that resumes (nothing is redone)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -53,10 +54,19 @@ def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
     assert len(again) == 3 and again[0] == first and not partial.exists()
     assert json.loads((out / "timings.json").read_text())["stage1_greedy_s"] >= timings["stage1_greedy_s"]
 
+    # evaluate_base=false: the arms only; a missing base evaluation is not redone
+    (out / "eval_score" / "base.jsonl").unlink()
+    table = run_experiment(dataclasses.replace(cfg, evaluate_base=False), out)
+    assert not (out / "eval_score" / "base.jsonl").exists() and "| base |" not in table
+    report = json.loads((out / "report_score" / "report.json").read_text())
+    assert list(report["systems"]) == ["SFT-greedy", "SFT-rarity", "PPO-rarity", "PPO-greedy"]
+
 
 def test_experiment_config_validation():
     with pytest.raises(ValueError, match="arm 'ppo:least_used'"):
         ExperimentConfig(arms=("ppo:least_used",))
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        ExperimentConfig(arms=(), evaluate_base=False)
     with pytest.raises(ValueError, match="eval_modes"):
         ExperimentConfig(eval_modes=("judge",))
     assert arm_name("ppo:lowest_viable") == "PPO-rarity" and arm_name("sft:greedy") == "SFT-greedy"
