@@ -43,6 +43,7 @@ class ExperimentConfig:
     lr: float = 3e-4
     warmup_steps: int = 5
     lora_rank: int = 16
+    kl_coef: float = 0.05  # PPO's KL(policy || base) penalty weight (PPOConfig.kl_coef)
     seed: int = 0
     eval_modes: tuple[str, ...] = ("score", "generate")
     eval_steps: int = 2  # policy actions before the forced answer
@@ -71,6 +72,8 @@ class ExperimentConfig:
             if algo not in ("sft", "ppo") or selection not in self.selections:
                 raise ValueError(f"experiment arm {arm!r} must be 'sft:<selection>' or 'ppo:<selection>' with a "
                                  f"selection from {list(self.selections)}")
+        if not self.kl_coef >= 0:
+            raise ValueError(f"experiment kl_coef must be >= 0, got {self.kl_coef}")
         if not self.evaluate_base and not self.arms:
             raise ValueError("experiment has nothing to evaluate: evaluate_base is false and arms is empty")
         if not self.eval_modes or any(m not in ("score", "generate") for m in self.eval_modes):
@@ -126,6 +129,7 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
         # bucket and two sequence buckets mean at most two compilations per arm.
         grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,), seed=cfg.seed,
         optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
+        ppo=dataclasses.replace(base.ppo, kl_coef=cfg.kl_coef),
         lora=dataclasses.replace(LoraConfig(rank=16, alpha=32.0), rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
         checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 4), keep=1),
     )

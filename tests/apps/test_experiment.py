@@ -65,6 +65,11 @@ def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
 def test_experiment_config_validation():
     with pytest.raises(ValueError, match="arm 'ppo:least_used'"):
         ExperimentConfig(arms=("ppo:least_used",))
+    with pytest.raises(ValueError, match="kl_coef"):
+        ExperimentConfig(kl_coef=-0.1)
+    cfg = ExperimentConfig(kl_coef=0.5)
+    assert experiment.train_config(cfg, "ppo", "data").ppo.kl_coef == 0.5
+    assert experiment.train_config(ExperimentConfig(), "ppo", "data").ppo.kl_coef == 0.05
     with pytest.raises(ValueError, match="nothing to evaluate"):
         ExperimentConfig(arms=(), evaluate_base=False)
     with pytest.raises(ValueError, match="eval_modes"):
