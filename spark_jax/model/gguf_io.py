@@ -83,6 +83,7 @@ def hf_config(reader) -> dict[str, Any]:
         "num_hidden_layers": field(reader, "llama.block_count"),
         "num_attention_heads": heads,
         "num_key_value_heads": field(reader, "llama.attention.head_count_kv", heads),
+        "head_dim": field(reader, "llama.attention.key_length", None),  # None: hidden_size / heads
         "rms_norm_eps": field(reader, "llama.attention.layer_norm_rms_epsilon"),
         "rope_theta": field(reader, "llama.rope.freq_base", 10000.0),
         "max_position_embeddings": field(reader, "llama.context_length"),
