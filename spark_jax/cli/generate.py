@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from spark_jax.judge.config import BACKENDS as JUDGE_BACKENDS
+from spark_jax.judge.config import DEFAULT_BACKEND as DEFAULT_JUDGE
 from spark_jax.rollout.selection import RULES
 
 
@@ -29,7 +31,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, metavar="K", help="steps per question; the last is the answer (default 5)")
     p.add_argument("--selection", choices=RULES, help="selection rule (default lowest_viable)")
     p.add_argument("--threshold", type=float, help="judge score at or above which an action is viable (default 6.0)")
-    p.add_argument("--judge", choices=("openai", "local"), default="local", help="judge backend (default local)")
+    p.add_argument("--judge", choices=JUDGE_BACKENDS, default=DEFAULT_JUDGE,
+                   help=f"judge backend (default {DEFAULT_JUDGE}: runs here, no API key)")
     p.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint of the judge")
     p.add_argument("--judge-model", metavar="NAME", help="judge model name (openai) or path (local)")
     p.add_argument("--generator", metavar="PATH_OR_URL", default="embedded",
@@ -116,18 +119,14 @@ def _is_url(s: str) -> bool:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    # ---- Production backend wiring: the judge, generator and tools packages are built on
-    # ---- other branches; these lazy imports and calls are the only coupling to them.
-    try:
-        # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
-        from spark_jax.judge import JudgeConfig, build_judge
-        from spark_jax.rollout.generators import GeneratorConfig, build_generator
-        from spark_jax.tools import run_tool
-    except ImportError as e:
-        raise ValueError(f"the judge/generator/tool backends are not available in this install ({e})") from e
+    """Builds the real judge, generator and tool runner, then runs ``run_generate``."""
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.core.distributed import is_main_process, maybe_initialize
+    from spark_jax.judge import JudgeConfig, build_judge
+    from spark_jax.rollout.generators import GeneratorConfig, build_generator
+    from spark_jax.tools import run_tool
 
     build_config(args)  # report config errors before loading a model
-    from spark_jax.core.distributed import is_main_process, maybe_initialize
 
     # Stage 1 is one process writing one run directory (its store takes a file lock). Launched on
     # every worker of a slice, the other processes step aside instead of racing for the lock.
@@ -147,7 +146,6 @@ def _generate(args: argparse.Namespace) -> int:
     same_model = judge_cfg.backend == "local" and judge_cfg.model == gen_cfg.model
     judge = build_judge(judge_cfg, local_model=local_model if same_model else None)
     generator = build_generator(gen_cfg, local_model=local_model)
-    # ---- end of backend wiring
     return run_generate(args, judge=judge, generator=generator, tool_runner=run_tool)
 
 

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from spark_jax.core.jax_setup import configure_gpu
 
     configure_gpu()  # before jax's backends start: recommended XLA flags when running on CUDA
+    # spark-jax uses transformers for tokenizers only, so its "PyTorch was not found" advice is noise.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if os.environ.get("SPARK_JAX_NO_COMPILE_CACHE") != "1":
         from spark_jax.core.jax_setup import enable_compilation_cache
 

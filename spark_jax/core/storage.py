@@ -15,6 +15,8 @@ import pathlib
 
 from etils import epath
 
+from spark_jax.core import cache
+
 
 def is_remote(path: str | os.PathLike) -> bool:
     return "://" in os.fspath(path)
@@ -44,6 +46,6 @@ def local_stage1_run(run_dir: str | os.PathLike, cache_root: str | os.PathLike |
     """A local directory holding the Stage 1 run ``run_dir`` (itself when already local)."""
     if not is_remote(run_dir):
         return pathlib.Path(run_dir)
-    root = pathlib.Path(cache_root or os.environ.get("SPARK_JAX_CACHE", pathlib.Path.home() / ".cache" / "spark_jax"))
+    root = pathlib.Path(cache_root) if cache_root else cache.cache_root()
     key = hashlib.sha256(os.fspath(run_dir).encode()).hexdigest()[:16]
     return copy_stage1_run(epath.Path(os.fspath(run_dir)), root / "remote_runs" / key)

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import pathlib
 import random
 from typing import Any, Iterator, Mapping, Sequence
+
+from spark_jax.core.jsonl import JsonlError, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +144,6 @@ def _hub_files(spec: str, split: str) -> list[pathlib.Path]:
     return files
 
 
-def _iter_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, _Unparsable(str(e))
-
-
 def _iter_parquet(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
     # deferred: an optional or heavy dependency, imported on first use
     import pyarrow.parquet as pq
@@ -162,11 +151,6 @@ def _iter_parquet(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
     table = pq.read_table(path)
     for row, rec in enumerate(table.to_pylist()):
         yield f"{path}:row {row}", rec
-
-
-class _Unparsable:
-    def __init__(self, error: str):
-        self.error = error
 
 
 def source_files(source: str, split: str = "test") -> list[pathlib.Path]:
@@ -189,7 +173,7 @@ def source_files(source: str, split: str = "test") -> list[pathlib.Path]:
 def iter_raw_records(source: str, split: str = "test") -> Iterator[tuple[str, Any]]:
     """(location, raw record) for every record of the source, in file order."""
     for path in source_files(source, split):
-        yield from (_iter_parquet(path) if path.suffix == ".parquet" else _iter_jsonl(path))
+        yield from (_iter_parquet(path) if path.suffix == ".parquet" else iter_jsonl(path, keep_bad=True))
 
 
 def read_questions(source: str, split: str = "test") -> tuple[list[dict[str, Any]], list[Issue]]:
@@ -198,8 +182,8 @@ def read_questions(source: str, split: str = "test") -> tuple[list[dict[str, Any
     issues: list[Issue] = []
     seen: dict[int, str] = {}
     for where, raw in iter_raw_records(source, split):
-        if isinstance(raw, _Unparsable):
-            issues.append(Issue(where, None, f"not valid JSON: {raw.error}", True))
+        if isinstance(raw, JsonlError):  # message: "file:line: not valid JSON: ..."
+            issues.append(Issue(where, None, str(raw).removeprefix(f"{where}: "), True))
             continue
         q, found = validate_question(raw, where)
         issues.extend(found)

@@ -17,9 +17,16 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from spark_jax.data import mmlu_pro
+
+try:
+    import tensorflow_datasets as tfds
+except ImportError as e:
+    raise ImportError(
+        f"reading MMLU-Pro through tensorflow-datasets (--data-dir) needs the tfds extra: "
+        f"pip install 'spark-jax[tfds]' ({e})"
+    ) from e
 
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
@@ -102,7 +109,8 @@ def load_questions_tfds(
     source: str | None = None, data_dir: str | os.PathLike | None = None, *, split: str = "test",
     skip_invalid: bool = False,
 ) -> list[dict[str, Any]]:
-    """Questions read back through ``tfds.data_source`` (builds the dataset first if needed)."""
+    """Questions read back through the builder's random-access data source (``as_data_source``,
+    the source Grain reads); builds the dataset first if needed."""
     builder = prepare(source, data_dir, skip_invalid=skip_invalid, splits=(split,))
     src = builder.as_data_source(split=split)
     return [decode_example(src[i]) for i in range(len(src))]

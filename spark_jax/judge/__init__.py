@@ -6,7 +6,6 @@
 next-token probabilities). Heavy modules (openai, jax) load only when a judge is built.
 """
 
-from spark_jax.backends.accounting import BackendStats, BudgetExceeded, CostTracker
 from spark_jax.judge.config import JudgeConfig, build_judge
 
-__all__ = ["BackendStats", "BudgetExceeded", "CostTracker", "JudgeConfig", "build_judge"]
+__all__ = ["JudgeConfig", "build_judge"]

@@ -8,8 +8,6 @@ tensor in the checkpoint must be used: a partial load is an error, never a silen
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -23,6 +21,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from spark_jax.core.cache import cache_root
+from spark_jax.model import gguf_io
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.factory import abstract_model
 from spark_jax.model.llama import Llama
@@ -99,23 +99,6 @@ class HFDirectorySource:
         return str(self.directory / self._owner[name])
 
 
-class ArraySource:
-    """Tensors already in host memory (a torch state dict converted to numpy)."""
-
-    def __init__(self, tensors: dict[str, np.ndarray], origin: str):
-        self._tensors = tensors
-        self._origin = origin
-
-    def names(self) -> set[str]:
-        return set(self._tensors)
-
-    def get(self, name: str) -> np.ndarray:
-        return self._tensors[name]
-
-    def where(self, name: str) -> str:
-        return self._origin
-
-
 def load_params(cfg: LlamaConfig, source: TensorSource, mesh: Mesh | None = None) -> Llama:
     """A model whose parameters are the source's tensors, one tensor in flight at a time."""
     graphdef, abs_state = nnx.split(abstract_model(cfg))
@@ -159,7 +142,7 @@ def load_params(cfg: LlamaConfig, source: TensorSource, mesh: Mesh | None = None
 
 
 def _origin(source: TensorSource) -> str:
-    return str(getattr(source, "directory", None) or getattr(source, "_origin", "checkpoint"))
+    return str(getattr(source, "directory", "checkpoint"))
 
 
 def read_hf_config(directory: pathlib.Path, **overrides: Any) -> LlamaConfig:
@@ -181,79 +164,32 @@ def load_hf_directory(directory: str | pathlib.Path, *, mesh: Mesh | None = None
 
 
 def gguf_cache_dir(path: pathlib.Path) -> pathlib.Path:
-    """Where the safetensors copy of a GGUF file lives (``$SPARK_JAX_CACHE`` or ~/.cache/spark_jax)."""
-    root = pathlib.Path(os.environ.get("SPARK_JAX_CACHE", pathlib.Path.home() / ".cache" / "spark_jax"))
+    """Where the safetensors copy of a GGUF file lives (under ``core.cache.cache_root()``)."""
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return root / "gguf" / f"{path.stem}-{key}"
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
 
 
 def gguf_to_hf_directory(path: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
-    """Dequantises a ``.gguf`` through transformers into an HF safetensors directory.
-
-    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so its state dict is
-    copied into a fresh ``LlamaForCausalLM``. Written to a temporary folder and renamed.
-    """
-    try:
-        # deferred: an optional or heavy dependency, imported on first use
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-    except ImportError as e:
-        raise CheckpointError(
-            f"reading {path} needs torch, gguf and accelerate: pip install 'spark-jax[gguf]' ({e})"
-        ) from None
-    with _gguf_parsed_once():
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
-        if gguf_model.config.model_type != "llama":
-            raise CheckpointError(f"{path}: model_type {gguf_model.config.model_type!r} is not a Llama")
-        # No random initialisation: every saved tensor is assigned below. (Non-persistent
-        # buffers such as RoPE's inv_freq stay on "meta"; this copy is only saved, never run.)
-        with torch.device("meta"):
-            fresh = LlamaForCausalLM(gguf_model.config)
-        fresh.load_state_dict(gguf_model.state_dict(), assign=True)
-        fresh.tie_weights()
-        del gguf_model
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    """Dequantises a Llama ``.gguf`` (numpy and the gguf package; ``gguf_io``) into an HF
+    directory: config.json, float32 safetensors and the tokenizer. Written to a temporary
+    folder and renamed."""
+    reader = gguf_io.open_gguf(path)
+    hf_cfg = gguf_io.hf_config(reader)
+    source = gguf_io.GGUFSource(reader)
+    tokenizer = gguf_io.tokenizer(reader)
+    names = sorted(source.names(), key=_hf_sort_key)
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(str(tmp), safe_serialization=True)
+    tmp.mkdir(parents=True)  # parents: the cache folder may not exist yet
+    write_safetensors(tmp / SINGLE_NAME, [(n, source.shape(n), np.float32) for n in names], source.get)
+    (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2))
     tokenizer.save_pretrained(str(tmp))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, out_dir)
     except OSError:  # another process converted it first
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-@contextlib.contextmanager
-def _gguf_parsed_once():
-    """Within the block, gguf parses each file once and builds each tensor-name map once.
-
-    transformers reads a GGUF three times (config, tensors, tokenizer) and rebuilds gguf's
-    name map for every tensor; under a profiler those two dominated the conversion of the
-    embedded model. transformers imports
-    both names from ``gguf`` inside its functions, so module attributes are enough to swap.
-    """
-    # deferred: an optional or heavy dependency, imported on first use
-    import gguf
-
-    reader_cls, name_map_fn = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], Any] = {}
-
-    def reader(path, mode="r"):
-        key = (os.fspath(path), mode)
-        if key not in readers:
-            readers[key] = reader_cls(path, mode)
-        return readers[key]
-
-    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(name_map_fn)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader_cls, name_map_fn
 
 
 def load_gguf(path: str | pathlib.Path, *, mesh: Mesh | None = None, **overrides: Any):

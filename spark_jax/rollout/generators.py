@@ -18,9 +18,9 @@ import os
 from typing import Any, Literal, Mapping, Sequence
 
 from spark_jax.backends.accounting import BackendStats, CostTracker
-from spark_jax.backends.endpoint_config import check_common_fields
+from spark_jax.backends.endpoint_config import EndpointConfig
 from spark_jax.backends.model_thread import run_on_model_thread
-from spark_jax.backends.openai_client import API_KEY_ENV, ChatEndpoint
+from spark_jax.backends.openai_client import ChatEndpoint
 from spark_jax.backends.retry import RequestFailed, RetryPolicy
 from spark_jax.protocol.chat import encode_chat, end_of_turn_ids
 
@@ -162,28 +162,18 @@ class OpenAIGenerator:
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
-    """How Stage 1 writes thoughts, tool arguments and answers.
+class GeneratorConfig(EndpointConfig):
+    """How Stage 1 writes thoughts, tool arguments and answers (endpoint fields: ``EndpointConfig``).
 
     backend "local": ``model`` is a ``load_pretrained`` path (default "embedded",
     SmolLM2-135M-Instruct). backend "openai": ``model`` is the served model name and
-    ``base_url`` the endpoint (None = api.openai.com); the key is read from ``api_key_env``.
+    ``base_url`` the endpoint (None = api.openai.com).
     """
 
     backend: Literal["local", "openai"] = "local"
     model: str | None = None
-    base_url: str | None = None
-    api_key_env: str = API_KEY_ENV
-    temperature: float = 0.0
     seed: int = 0
-    concurrency: int = 16
-    max_retries: int = 6
-    timeout_s: float = 120.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 120.0
-    max_cost_usd: float | None = None
-    prices: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    timeout_s: float = 120.0  # a generation may be long; the judge's 60 s is for a short JSON reply
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "openai"):
@@ -192,13 +182,7 @@ class GeneratorConfig:
             if self.backend == "openai":
                 raise ValueError("generator backend 'openai' needs model (the served model name)")
             object.__setattr__(self, "model", "embedded")
-        if self.temperature < 0:
-            raise ValueError(f"generator temperature must be >= 0, got {self.temperature}")
-        check_common_fields(self, "generator")
-
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_retries=self.max_retries, base_delay_s=self.backoff_base_s,
-                           max_delay_s=self.backoff_max_s, max_retry_after_s=self.max_retry_after_s)
+        self.check_endpoint("generator")
 
 
 def build_generator(cfg: GeneratorConfig, local_model: Any = None, *, tracker: CostTracker | None = None):

@@ -24,7 +24,7 @@ import time
 from typing import Any, Iterable, Mapping
 
 from spark_jax.protocol.actions import ANSWER
-from spark_jax.protocol.records import RecordError, validate_record
+from spark_jax.protocol.records import iter_shard_records
 from spark_jax.rollout.config import differing_keys
 from spark_jax.rollout.selection import UsageCounts
 
@@ -155,7 +155,7 @@ class RunStore:
             qids: list[int] = []
             steps_seen: set[tuple[int, int]] = set()
             n = 0
-            for rec in iter_step_records_of(path):
+            for rec in iter_shard_records(path):
                 qid, step = rec["question_id"], rec["step"]
                 if (qid, step) in steps_seen:
                     raise StoreCorruptError(f"{path}: question {qid} step {step} appears twice")
@@ -195,17 +195,3 @@ class RunStore:
         self.manifest["failed"] = {str(k): dict(v) for k, v in sorted(failed.items())}
         self.manifest["stats"] = dict(stats)
         self.write_manifest()
-
-
-def iter_step_records_of(shard: pathlib.Path):
-    """The records of one shard (validated), via the shared reader."""
-    with open(shard, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{shard}:{lineno}: not valid JSON: {e}") from None
-            yield validate_record(rec, f"{shard}:{lineno}")
-

@@ -31,3 +31,13 @@ def test_builder_refuses_invalid_records_like_the_fast_path(tmp_path):
     src_path = write_jsonl(tmp_path / "test.jsonl", [make_question(1), bad])
     with pytest.raises(QuestionDataError, match="question_id=5"):
         mmlu_pro_tfds.prepare(str(src_path), tmp_path / "tfds")
+
+
+def test_missing_tensorflow_datasets_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if not installed
+    monkeypatch.delitem(sys.modules, "spark_jax.data.mmlu_pro_tfds")
+    with pytest.raises(ImportError, match=r"pip install 'spark-jax\[tfds\]'"):
+        importlib.import_module("spark_jax.data.mmlu_pro_tfds")

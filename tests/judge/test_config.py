@@ -5,8 +5,18 @@ from spark_jax.judge import JudgeConfig
 
 
 def test_defaults_per_backend():
-    assert JudgeConfig().model == "gpt-4o" and JudgeConfig().backend == "openai"
-    assert JudgeConfig(backend="local").model == "embedded"
+    assert JudgeConfig().backend == "local" and JudgeConfig().model == "embedded"
+    assert JudgeConfig(backend="openai").model == "gpt-4o"
+
+
+def test_cli_judge_default_is_the_config_default():
+    import argparse
+
+    from spark_jax.cli.generate import add_generate_args
+
+    p = argparse.ArgumentParser()
+    add_generate_args(p)
+    assert p.parse_args(["--out", "x"]).judge == JudgeConfig().backend
 
 
 @pytest.mark.parametrize("kw, message", [

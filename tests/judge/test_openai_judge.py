@@ -267,7 +267,7 @@ def test_missing_key_for_official_api(monkeypatch):
 
 def test_build_judge_from_config(judge_loopback, judge_request, monkeypatch, tmp_path):
     monkeypatch.setenv("MY_JUDGE_KEY", "from-env")
-    cfg = JudgeConfig(base_url=judge_loopback.base_url, api_key_env="MY_JUDGE_KEY", cache_dir=str(tmp_path),
+    cfg = JudgeConfig(backend="openai", base_url=judge_loopback.base_url, api_key_env="MY_JUDGE_KEY", cache_dir=str(tmp_path),
                       max_retries=1, prices={"gpt-4o": [1.0, 2.0]}, concurrency=3, max_cost_usd=1.0)
     judge = build_judge(cfg)
     assert isinstance(judge, OpenAIJudge) and judge.name == "gpt-4o"

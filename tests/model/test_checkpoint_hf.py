@@ -129,25 +129,3 @@ def test_hf_names_cover_every_parameter(loaded):
     names = {hf_name(path_str(p))[0] for p, _ in jax.tree_util.tree_leaves_with_path(state)}
     assert "model.layers.1.self_attn.k_proj.weight" in names and "lm_head.weight" in names
     assert len(names) == len(jax.tree_util.tree_leaves(state))
-
-
-def test_gguf_conversion_parses_each_file_once_and_restores_gguf(tmp_path):
-    import gguf
-
-    from spark_jax.model.checkpoint_hf import _gguf_parsed_once
-
-    path = tmp_path / "tiny.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(2)
-    writer.add_tensor("token_embd.weight", np.ones((4, 8), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    reader_cls, name_map_fn = gguf.GGUFReader, gguf.get_tensor_name_map
-    with _gguf_parsed_once():
-        first, again = gguf.GGUFReader(path), gguf.GGUFReader(str(path))
-        assert first is again and isinstance(first, reader_cls)
-        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
-    assert gguf.GGUFReader is reader_cls and gguf.get_tensor_name_map is name_map_fn
-    assert reader_cls(path) is not reader_cls(path)  # outside the block every call parses again
