@@ -148,32 +148,64 @@ class Worker:
             "seccomp_no_signals": quiet.hex(),
             "seccomp_error": reason,
         }
-        self.cgroup = None
-        parent, _why = sandbox_cgroup.memory_parent()
-        if parent is not None:
-            limit = (settings.memory_mb + settings.disk_mb + _CGROUP_SLACK_MB) * 1024 * 1024
-            try:
-                self.cgroup = sandbox_cgroup.MemoryCgroup(parent, limit)
-            except OSError as e:
-                log.warning("sandbox: no memory cgroup for this worker: %s", e)
+        self.cgroup = self.pids_cgroup = None
+        child_settings["pids_cgroup"] = self._make_cgroups(settings)
         self.inner_pid: int | None = None
         self._pidfd: int | None = None
         self._out = bytearray()
         self._err = bytearray()
         self.layers: dict | None = None
         self._destroyed = False
-        self.proc = spawn.popen(
-            [sys.executable, "-I", "-c", _LOADER, json.dumps(child_settings), _SOURCES],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_scrubbed_env(),
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-            after=(lambda p: self.cgroup.add(p.pid)) if self.cgroup else None,
-        )
+        cgroups = [c for c in (self.cgroup, self.pids_cgroup) if c is not None]
+        try:
+            self.proc = spawn.popen(
+                [sys.executable, "-I", "-c", _LOADER, json.dumps(child_settings), _SOURCES],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_scrubbed_env(),
+                cwd="/",
+                close_fds=True,
+                start_new_session=True,
+                after=(lambda p: [c.add(p.pid) for c in cgroups]) if cgroups else None,
+            )
+        except BaseException:
+            for c in cgroups:
+                c.destroy()
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         self.created = time.monotonic()
+
+    def _make_cgroups(self, settings: SandboxSettings) -> str | None:
+        """The worker's memory cgroup (v2, where delegated) and its task limit (pids.max, v1 or
+        v2, where the controller is ours): the program's tasks plus the supervisor. Returns the
+        task limit in words for the READY report, or None where there is none."""
+        tasks = settings.max_processes + 1
+        memory, _why = sandbox_cgroup.memory_parent()
+        pids, kind = sandbox_cgroup.pids_parent()
+        if "tasks" in settings.disable:
+            pids, kind = None, "disabled by settings"
+        if memory is not None:
+            limit = (settings.memory_mb + settings.disk_mb + _CGROUP_SLACK_MB) * 1024 * 1024
+            try:
+                self.cgroup = sandbox_cgroup.MemoryCgroup(memory, limit)
+                if kind == "v2":  # one v2 cgroup per process: the limit goes into the same one
+                    self.cgroup.limit_tasks(tasks)
+                    return f"pids cgroup v2 (pids.max {tasks})"
+            except OSError as e:
+                log.warning("sandbox: no memory cgroup or task limit in it for this worker: %s", e)
+                if self.cgroup is not None and kind == "v2":
+                    self.cgroup.destroy()
+                    self.cgroup = None
+        if pids is None:
+            return None
+        try:
+            self.pids_cgroup = sandbox_cgroup.PidsCgroup(pids, tasks)
+        except OSError as e:
+            log.warning("sandbox: no pids cgroup for this worker: %s", e)
+            return None
+        return f"pids cgroup {kind} (pids.max {tasks})"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -289,8 +321,9 @@ class Worker:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("sandbox worker %d did not exit after SIGKILL", self.proc.pid)
-        if self.cgroup is not None:
-            self.cgroup.destroy()
+        for cgroup in (self.cgroup, self.pids_cgroup):
+            if cgroup is not None:
+                cgroup.destroy()
         layers = self.layers or {}
         if self.uid is not None and self.exclusive_uid:  # unsafe mode: clean up by uid
             if layers.get("pidns") != "on":
@@ -335,6 +368,7 @@ class SandboxPool:
         self._lock = threading.Lock()
 
     def take(self) -> Worker:
+        """A worker for one call; OSError (fork's EAGAIN, ENOMEM, ...) when none can start."""
         with self._lock:
             worker, self._idle = self._idle, None
             if worker is None or not worker.alive():
@@ -342,7 +376,10 @@ class SandboxPool:
                     worker.destroy()
                 worker = Worker(self.settings)
             if self.prefork:
-                self._idle = Worker(self.settings)
+                try:
+                    self._idle = Worker(self.settings)
+                except OSError as e:  # the call has its worker; the next one tries again
+                    log.warning("sandbox: could not start a warm worker: %s", e)
         return worker
 
     def close(self) -> None:
@@ -367,7 +404,11 @@ def run_python(
         pool = _POOLS.get(key)
         if pool is None:
             pool = _POOLS[key] = SandboxPool(settings, prefork)
-    return pool.take().run(code, timeout_s)
+    try:
+        worker = pool.take()
+    except OSError as e:  # the host is short of processes, memory or descriptors
+        return SandboxOutcome("", "", None, setup_error=f"could not start a worker: {e}; try again")
+    return worker.run(code, timeout_s)
 
 
 def close_pools() -> None:
@@ -390,4 +431,6 @@ def sandbox_layers(settings: SandboxSettings | None = None) -> dict:
     layers = dict(outcome.layers or {})
     parent, why = sandbox_cgroup.memory_parent()
     layers["memory_cgroup"] = "on" if parent else f"off: {why} (seccomp keeps memfd and shm out)"
+    pids, kind = sandbox_cgroup.pids_parent()
+    layers["pids_cgroup"] = f"on ({kind})" if pids else f"off: {kind}"
     return layers
