@@ -33,7 +33,7 @@ PROC_OPTIONS = "subset=pid,hidepid=invisible"  # Linux 5.8+: only processes, onl
 # kernel's interfaces. Files are covered by /dev/null, directories by an empty read-only tmpfs.
 PROC_MASKED = ("acpi", "asound", "bus", "driver", "dynamic_debug", "fs", "irq", "keys",
                "key-users", "kallsyms", "kcore", "kmsg", "kpagecgroup", "kpagecount",
-               "kpageflags", "latency_stats", "scsi", "sched_debug", "sysrq-trigger", "sysvipc",
+               "kpageflags", "latency_stats", "scsi", "sched_debug", "sysrq-trigger",
                "timer_list", "timer_stats", "tty", "config.gz", "modules", "pressure", "mtrr")
 PROC_READ_ONLY = ("sys",)
 

@@ -214,8 +214,7 @@ for path in ["/proc/sys/kernel/core_pattern", "/proc/self/root/proc/sys/kernel/c
              "/proc/1/root/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches",
              "/proc/sysrq-trigger", "/proc/irq/default_smp_affinity"]:
     attempt(f"open {path} for writing", lambda p=path: open_for_writing(p))
-for path in ["/proc/kcore", "/proc/timer_list", "/proc/sched_debug", "/proc/kallsyms",
-             "/proc/sys/kernel/core_pattern", "/proc/bus/pci/devices"]:
+for path in ["/proc/kcore", "/proc/timer_list", "/proc/sched_debug", "/proc/kallsyms", "/proc/bus/pci/devices"]:
     attempt(f"read {path}", lambda p=path: read_some(p))
 attempt("list /proc/irq", lambda: os.listdir("/proc/irq") or (_ for _ in ()).throw(OSError(errno.ENOENT, "empty")))
 ''',

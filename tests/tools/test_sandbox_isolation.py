@@ -114,8 +114,9 @@ def test_argument_filters_allow_only_listed_commands():
 
 def test_ipc_objects_die_with_the_call_even_without_seccomp():
     """Second layer: with the seccomp filter left off (unsafe mode), SysV objects a program makes
-    live in its own IPC namespace: the host never sees them, the next call starts empty."""
-    settings = SandboxSettings(mode="unsafe", disable=("seccomp",))
+    live in its own IPC namespace: the host never sees them, the next call starts empty. (With
+    /proc masked instead of subset=pid, so that the namespace's /proc/sysvipc can be read.)"""
+    settings = SandboxSettings(mode="unsafe", disable=("seccomp", "proc_subset"))
     make = (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "print(libc.shmget(0, 1 << 20, 0o1000 | 0o600), libc.msgget(0, 0o1000 | 0o600),"
