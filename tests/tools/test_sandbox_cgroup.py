@@ -58,3 +58,31 @@ def test_a_worker_runs_inside_its_memory_limit():
     finally:
         worker.destroy()
     assert not os.path.exists(worker.cgroup.path)
+
+
+def test_pids_controller_v2_first_then_v1(tmp_path):
+    for name in ("v2", "v2b"):
+        (tmp_path / name).mkdir()
+    v2, own = _tree(tmp_path / "v2", "cpu memory pids", "")
+    parent, kind = sandbox_cgroup.find_pids_parent(v2, own, None, None)
+    assert (parent, kind) == (os.path.join(v2, "service"), "v2")
+    assert "pids" in open(os.path.join(parent, "cgroup.subtree_control")).read().split()
+    v2_without, own = _tree(tmp_path / "v2b", "cpu memory", "")
+    (tmp_path / "v1" / "job").mkdir(parents=True)
+    parent, kind = sandbox_cgroup.find_pids_parent(v2_without, own, str(tmp_path / "v1"), "/job")
+    assert (parent, kind) == (str(tmp_path / "v1" / "job"), "v1")
+    parent, why = sandbox_cgroup.find_pids_parent(v2_without, own, None, None)
+    assert parent is None and "no pids controller" in why and "no cgroup v1 pids hierarchy" in why
+
+
+def test_the_v1_pids_hierarchy_is_found(tmp_path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "31 25 0:27 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
+    )
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("8:pids:/job\n4:memory:/x\n0::/\n")
+    assert sandbox_cgroup._cgroup1_mount("pids", str(mountinfo)) == "/sys/fs/cgroup/pids"
+    assert sandbox_cgroup._own_cgroup(str(cgroup), controller="pids") == "/job"
+    assert sandbox_cgroup._own_cgroup(str(cgroup)) == "/"
