@@ -66,7 +66,7 @@ def test_pids_controller_v2_first_then_v1(tmp_path):
     v2, own = _tree(tmp_path / "v2", "cpu memory pids", "")
     parent, kind = sandbox_cgroup.find_pids_parent(v2, own, None, None)
     assert (parent, kind) == (os.path.join(v2, "service"), "v2")
-    assert "pids" in open(os.path.join(parent, "cgroup.subtree_control")).read().split()
+    assert open(os.path.join(parent, "cgroup.subtree_control")).read() == "+pids"  # enabled for children
     v2_without, own = _tree(tmp_path / "v2b", "cpu memory", "")
     (tmp_path / "v1" / "job").mkdir(parents=True)
     parent, kind = sandbox_cgroup.find_pids_parent(v2_without, own, str(tmp_path / "v1"), "/job")
