@@ -359,31 +359,68 @@ def _log_layers_once(layers: dict) -> None:
 
 
 class SandboxPool:
-    """Hands out one fresh worker per call, keeping (with prefork) one warm worker ready."""
+    """Hands out one fresh worker per call, keeping (with prefork) one warm worker ready.
+
+    The warm worker for the next call starts on a thread of its own once a call is over
+    (``refill``), so that its start (the fork, and the move into its cgroups, which waits for an
+    RCU grace period of the kernel, about 10 ms, and holds up every fork and exit meanwhile) is
+    on neither that call's path nor the next one's, given a pause between them; a call that comes
+    while it is still starting waits for it rather than starting a second one."""
 
     def __init__(self, settings: SandboxSettings, prefork: bool) -> None:
         self.settings = settings
         self.prefork = prefork
         self._idle: Worker | None = None
-        self._lock = threading.Lock()
+        self._refilling = False
+        self._closed = False
+        self._cond = threading.Condition()
 
     def take(self) -> Worker:
         """A worker for one call; OSError (fork's EAGAIN, ENOMEM, ...) when none can start."""
-        with self._lock:
+        with self._cond:
+            while self._refilling:
+                self._cond.wait()
             worker, self._idle = self._idle, None
-            if worker is None or not worker.alive():
-                if worker is not None:
-                    worker.destroy()
-                worker = Worker(self.settings)
-            if self.prefork:
-                try:
-                    self._idle = Worker(self.settings)
-                except OSError as e:  # the call has its worker; the next one tries again
-                    log.warning("sandbox: could not start a warm worker: %s", e)
+        if worker is None or not worker.alive():
+            if worker is not None:
+                worker.destroy()
+            worker = Worker(self.settings)
         return worker
 
+    def refill(self) -> None:
+        """Starts the next call's warm worker (with prefork), on a thread of its own."""
+        with self._cond:
+            if not self.prefork or self._refilling or self._idle is not None or self._closed:
+                return
+            self._refilling = True
+        try:
+            threading.Thread(target=self._refill, name="spark-sandbox-prefork", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had: the next call starts its own worker
+            log.warning("sandbox: could not start a warm worker: %s", e)
+            self._refilled(None)
+
+    def _refill(self) -> None:
+        try:
+            worker = Worker(self.settings)
+        except Exception as e:  # noqa: BLE001 - EAGAIN and the like: the next call tries again
+            log.warning("sandbox: could not start a warm worker: %s", e)
+            worker = None
+        self._refilled(worker)
+
+    def _refilled(self, worker: Worker | None) -> None:
+        with self._cond:
+            self._refilling = False
+            if worker is not None and self._idle is None and not self._closed:
+                self._idle, worker = worker, None
+            self._cond.notify_all()
+        if worker is not None:
+            worker.destroy()
+
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
+            self._closed = True
+            while self._refilling:
+                self._cond.wait()
             worker, self._idle = self._idle, None
         if worker is not None:
             worker.destroy()
@@ -407,8 +444,12 @@ def run_python(
     try:
         worker = pool.take()
     except OSError as e:  # the host is short of processes, memory or descriptors
+        pool.refill()
         return SandboxOutcome("", "", None, setup_error=f"could not start a worker: {e}; try again")
-    return worker.run(code, timeout_s)
+    try:
+        return worker.run(code, timeout_s)
+    finally:
+        pool.refill()
 
 
 def close_pools() -> None:

@@ -214,7 +214,7 @@ def main(settings: dict) -> int:
     workdir = _file_system(libc, settings, entered, rootless, strict, layers)
     mounted = workdir == WORKDIR
 
-    applied, limits = apply_rlimits(settings, per_uid=False)
+    applied, limits = apply_rlimits(settings)
     layers["rlimits"] = applied
     own = _identity(libc, settings, rootless, strict, mounted, layers)
     _task_limit(settings, rootless, own, strict, layers)

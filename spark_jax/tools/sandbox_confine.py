@@ -169,9 +169,9 @@ def fork_into_pid_namespace(libc) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def apply_rlimits(settings: dict, per_uid: bool) -> tuple:
-    """Address space, file size, open files, no core files, a CPU ceiling, and (``per_uid``:
-    only when the uid is ours alone) tasks. Returns (names applied, limits)."""
+def apply_rlimits(settings: dict) -> tuple:
+    """Address space, file size, open files, no core files and a CPU ceiling (the task limit
+    comes after the change of uid: limit_tasks). Returns (names applied, limits)."""
     mb = 1024 * 1024
     limits = {
         "RLIMIT_AS": settings["memory_mb"] * mb,
@@ -180,8 +180,6 @@ def apply_rlimits(settings: dict, per_uid: bool) -> tuple:
         "RLIMIT_CORE": 0,
         "RLIMIT_CPU": MAX_CPU_S + settings["setup_cpu_s"],
     }
-    if per_uid:  # RLIMIT_NPROC counts every process of the real uid
-        limits["RLIMIT_NPROC"] = settings["max_processes"]
     applied = []
     for name, value in limits.items():
         try:

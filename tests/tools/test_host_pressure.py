@@ -59,7 +59,7 @@ def test_a_replacement_that_cannot_start(monkeypatch):
 
 def test_a_warm_sandbox_worker_that_cannot_start(monkeypatch):
     """With prefork, the call's own worker starts but the warm one for the next call cannot:
-    the call still runs, and the next call starts its own."""
+    the call still answers, and the next call starts its own."""
     close_pools()
     from spark_jax.tools import sandbox
 
@@ -75,6 +75,11 @@ def test_a_warm_sandbox_worker_that_cannot_start(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(sandbox, "Worker", second_fails)
         r = run_tool("python", "print(1)")
+        (pool,) = sandbox._POOLS.values()
+        with pool._cond:  # the warm worker's start runs after the call, on its own thread
+            while pool._refilling:
+                pool._cond.wait()
+            assert pool._idle is None
     assert r.ok and r.output == "1", r
     assert run_tool("python", "print(2)").output == "2"
     close_pools()
