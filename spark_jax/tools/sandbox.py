@@ -150,6 +150,9 @@ class Worker:
         }
         self.cgroup = self.pids_cgroup = None
         child_settings["pids_cgroup"] = self._make_cgroups(settings)
+        # The host moves the worker into these right after the fork; the worker waits until it
+        # is in them before it forks itself, or its children would stay outside the limits.
+        child_settings["cgroups"] = [os.path.basename(c.path) for c in (self.cgroup, self.pids_cgroup) if c]
         self.inner_pid: int | None = None
         self._pidfd: int | None = None
         self._out = bytearray()
@@ -209,6 +212,16 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """Whether setup is over (READY or FAILED has arrived), without waiting for it."""
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return True  # exited: nothing to wait for
+            self._out += chunk
+        return READY.encode() in self._out or FAILED.encode() in self._out
 
     def _setup_line(self) -> str | None:
         """The READY or FAILED line once it has arrived, after taking the PID line before it."""
@@ -361,11 +374,12 @@ def _log_layers_once(layers: dict) -> None:
 class SandboxPool:
     """Hands out one fresh worker per call, keeping (with prefork) one warm worker ready.
 
-    The warm worker for the next call starts on a thread of its own once a call is over
-    (``refill``), so that its start (the fork, and the move into its cgroups, which waits for an
-    RCU grace period of the kernel, about 10 ms, and holds up every fork and exit meanwhile) is
-    on neither that call's path nor the next one's, given a pause between them; a call that comes
-    while it is still starting waits for it rather than starting a second one."""
+    The warm worker for the next call starts on a thread of its own (``refill``): once a call
+    that found its worker ready is over, so that the start (the fork, and the move into its
+    cgroups, which waits for an RCU grace period of the kernel, about 10 ms, and holds up forks
+    and exits meanwhile) does not slow that call; at once when the call's own worker is still
+    starting (calls back to back), since the call waits for that anyway. A call that comes while
+    the next worker is starting waits for it rather than starting a second one."""
 
     def __init__(self, settings: SandboxSettings, prefork: bool) -> None:
         self.settings = settings
@@ -446,10 +460,12 @@ def run_python(
     except OSError as e:  # the host is short of processes, memory or descriptors
         pool.refill()
         return SandboxOutcome("", "", None, setup_error=f"could not start a worker: {e}; try again")
+    if not worker.ready():  # the call waits for its worker's start anyway: start the next now
+        pool.refill()
     try:
         return worker.run(code, timeout_s)
     finally:
-        pool.refill()
+        pool.refill()  # after a warm worker's call, so that the two starts do not overlap it
 
 
 def close_pools() -> None:

@@ -50,6 +50,7 @@ from spark_jax.tools.sandbox_confine import (
     limit_tasks,
     load_seccomp,
     no_new_privs,
+    wait_for_cgroups,
 )
 from spark_jax.tools.sandbox_mounts import MNT_DETACH, STAGING, WORKDIR, build_root
 
@@ -198,6 +199,7 @@ def main(settings: dict) -> int:
     settings.setdefault("disable", [])
     die_with_parent(libc, settings["host_pid"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    wait_for_cgroups(settings.get("cgroups") or ())
     layers: dict = {}
     entered: set = set()
     rootless = os.geteuid() != 0

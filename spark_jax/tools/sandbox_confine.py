@@ -9,6 +9,7 @@ import resource
 import signal
 import struct
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
@@ -43,6 +44,20 @@ def die_with_parent(libc, parent_pid=None) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def wait_for_cgroups(names, timeout_s: float = 30.0, cgroup_file: str = "/proc/self/cgroup") -> None:
+    """Waits until this process is in every cgroup named ``names`` (the host moves it there
+    right after the fork): a child forked before that would stay outside the task limit."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open(cgroup_file) as f:
+            paths = [line.rstrip("\n").split(":", 2)[-1] for line in f]
+        if all(any(p.endswith("/" + name) for p in paths) for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise Unavailable("tasks", f"not moved into cgroups {names} within {timeout_s:g} s")
+        time.sleep(0.001)
 
 
 def _enter_user_namespace(libc) -> str | None:

@@ -86,3 +86,35 @@ def test_the_v1_pids_hierarchy_is_found(tmp_path):
     assert sandbox_cgroup._cgroup1_mount("pids", str(mountinfo)) == "/sys/fs/cgroup/pids"
     assert sandbox_cgroup._own_cgroup(str(cgroup), controller="pids") == "/job"
     assert sandbox_cgroup._own_cgroup(str(cgroup)) == "/"
+
+
+def test_the_worker_waits_until_it_is_in_its_cgroups(tmp_path):
+    from spark_jax.tools.sandbox_confine import Unavailable, wait_for_cgroups
+
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("8:pids:/spark-sbx-1-2\n0::/\n")
+    wait_for_cgroups(["spark-sbx-1-2"], cgroup_file=str(cgroup))
+    wait_for_cgroups([], cgroup_file=str(cgroup))
+    with pytest.raises(Unavailable, match="not moved into cgroups"):
+        wait_for_cgroups(["spark-sbx-1-3"], timeout_s=0.05, cgroup_file=str(cgroup))
+
+
+def test_a_sandbox_worker_is_in_its_pids_cgroup_before_it_forks():
+    """PID 1, which the worker forks during its setup, is counted in the same pids cgroup."""
+    import time
+
+    parent, kind = sandbox_cgroup.pids_parent()
+    if parent is None:
+        pytest.skip(f"no pids cgroup on this host: {kind}")
+    worker = Worker(SandboxSettings())
+    cgroup = worker.cgroup if kind == "v2" and worker.cgroup else worker.pids_cgroup
+    try:
+        deadline = time.monotonic() + 30
+        while worker.inner_pid is None and time.monotonic() < deadline:
+            worker.ready()  # reads what setup printed so far; the PID line comes first
+            worker._setup_line()
+            time.sleep(0.01)
+        procs = open(os.path.join(cgroup.path, "cgroup.procs")).read().split()
+        assert str(worker.proc.pid) in procs and str(worker.inner_pid) in procs, procs
+    finally:
+        worker.destroy()
