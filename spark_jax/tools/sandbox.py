@@ -432,9 +432,8 @@ class SandboxPool:
 
     def close(self) -> None:
         with self._cond:
-            self._closed = True
-            while self._refilling:
-                self._cond.wait()
+            self._closed = True  # a start still under way destroys its worker when it ends
+            self._cond.wait_for(lambda: not self._refilling, timeout=_SETUP_TIMEOUT_S)
             worker, self._idle = self._idle, None
         if worker is not None:
             worker.destroy()
