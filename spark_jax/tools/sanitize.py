@@ -39,7 +39,11 @@ _CONTROLS = re.compile(
 def clean_text(text: str) -> str:
     """``text`` with escape sequences, control and format characters removed; CR, CRLF, U+2028
     and U+2029 become LF."""
-    if _CONTROLS.search(text) is None:  # the common case: nothing to remove
+    # The common case, nothing to remove, checked in C: isprintable() is False for every
+    # control, format (Cf), unassigned (the unassigned tags) and separator character but space.
+    if all(line.isprintable() for line in text.replace("\t", " ").split("\n")):
+        return text
+    if _CONTROLS.search(text) is None:  # e.g. no-break spaces: printable enough, nothing to drop
         return text
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n")
     return _CONTROLS.sub("", _ESCAPES.sub("", text))
