@@ -25,6 +25,12 @@ def _list(args: argparse.Namespace) -> int:
         layers = sandbox_layers(sandbox_settings(current_config(), ()))
         mode = layers.get("mode", "?")
         print(f"python sandbox mode: {mode}" + (f" ({layers['error']})" if "error" in layers else ""))
+        if mode != "unavailable":
+            # Strict mode refuses without a task limit; unsafe mode may run without one.
+            tasks = layers.get("tasks", "off: not reported")
+            print(f"python sandbox task limit: {tasks}" + (
+                f" (the {mode} mode has NO task limit: a thread bomb can exhaust the host's pids)"
+                if tasks.startswith("off") else ""))
         print("python sandbox layers: " + json.dumps(layers))
     return 0
 

@@ -43,7 +43,11 @@ class Tool:
             timeout = self._checked_timeout(argument, timeout_s)
         except ToolInputError as e:
             return self._result(False, "", str(e), start)
-        r = run_in_worker(self, argument, timeout)  # already cleaned and cut by the worker
+        try:
+            r = run_in_worker(self, argument, timeout)  # already cleaned and cut by the worker
+        except Exception as e:  # noqa: BLE001 - run_tool never raises, even under host pressure
+            log.warning("tool %s: the worker path failed", self.name, exc_info=True)
+            return self._result(False, "", f"the {self.name} tool could not run: {type(e).__name__}: {e}", start)
         return ToolResult(r.ok, clean_text(r.output), None if r.error is None else clean_text(r.error),
                           time.perf_counter() - start)
 

@@ -44,6 +44,8 @@ class ChemistryTool(Tool):
         import periodictable
 
         text = argument.strip()
+        if len(text) > 300:  # before the pattern below runs on it
+            raise ToolInputError("query longer than 300 characters")
         moles = None
         m = re.match(r"(?i)mass of\s+([0-9.eE+-]+)\s*mol(?:es)?\s+(?:of\s+)?(.+)", text)
         if m:

@@ -12,7 +12,7 @@ import re
 
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
-from spark_jax.tools.calculator import evaluate, format_number, parse_expression
+from spark_jax.tools.calculator import MAX_EXPRESSION_CHARS, evaluate, format_number, parse_expression
 
 MAX_PERIODS = 100_000
 MAX_CASHFLOWS = 10_000
@@ -140,7 +140,10 @@ FUNCTIONS = {
     "cagr": (cagr, ("begin", "end", "years")),
     "ear": (effective_rate, ("nominal", "periods")),
 }
-_PERCENT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*%")
+# A number followed by %: it starts only where no digit or dot precedes it, and its quantifiers
+# are possessive, so a run of n digits costs O(n) (the plain pattern retried every suffix of
+# the run, O(n^2)).
+_PERCENT = re.compile(r"(?<![\d.])(\d++(?:\.\d*+)?+|\.\d++)\s*+%")
 
 
 def _number(value, name):
@@ -167,6 +170,8 @@ class FinanceTool(Tool):
     argument_format = action_spec("finance").argument_format
 
     def _run(self, argument: str, timeout_s: float) -> str:
+        if len(argument) > MAX_EXPRESSION_CHARS:  # before any pattern runs on it
+            raise ToolInputError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
         text = _PERCENT.sub(r"(\1/100)", argument.strip())
         node = parse_expression(text)
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):

@@ -148,35 +148,80 @@ class Worker:
             "seccomp_no_signals": quiet.hex(),
             "seccomp_error": reason,
         }
-        self.cgroup = None
-        parent, _why = sandbox_cgroup.memory_parent()
-        if parent is not None:
-            limit = (settings.memory_mb + settings.disk_mb + _CGROUP_SLACK_MB) * 1024 * 1024
-            try:
-                self.cgroup = sandbox_cgroup.MemoryCgroup(parent, limit)
-            except OSError as e:
-                log.warning("sandbox: no memory cgroup for this worker: %s", e)
+        self.cgroup = self.pids_cgroup = None
+        child_settings["pids_cgroup"] = self._make_cgroups(settings)
+        # The host moves the worker into these right after the fork; the worker waits until it
+        # is in them before it forks itself, or its children would stay outside the limits.
+        child_settings["cgroups"] = [os.path.basename(c.path) for c in (self.cgroup, self.pids_cgroup) if c]
         self.inner_pid: int | None = None
         self._pidfd: int | None = None
         self._out = bytearray()
         self._err = bytearray()
         self.layers: dict | None = None
         self._destroyed = False
-        self.proc = spawn.popen(
-            [sys.executable, "-I", "-c", _LOADER, json.dumps(child_settings), _SOURCES],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_scrubbed_env(),
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-            after=(lambda p: self.cgroup.add(p.pid)) if self.cgroup else None,
-        )
+        cgroups = [c for c in (self.cgroup, self.pids_cgroup) if c is not None]
+        try:
+            self.proc = spawn.popen(
+                [sys.executable, "-I", "-c", _LOADER, json.dumps(child_settings), _SOURCES],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_scrubbed_env(),
+                cwd="/",
+                close_fds=True,
+                start_new_session=True,
+                after=(lambda p: [c.add(p.pid) for c in cgroups]) if cgroups else None,
+            )
+        except BaseException:
+            for c in cgroups:
+                c.destroy()
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         self.created = time.monotonic()
+
+    def _make_cgroups(self, settings: SandboxSettings) -> str | None:
+        """The worker's memory cgroup (v2, where delegated) and its task limit (pids.max, v1 or
+        v2, where the controller is ours): the program's tasks plus the supervisor. Returns the
+        task limit in words for the READY report, or None where there is none."""
+        tasks = settings.max_processes + 1
+        memory, _why = sandbox_cgroup.memory_parent()
+        pids, kind = sandbox_cgroup.pids_parent()
+        if "tasks" in settings.disable:
+            pids, kind = None, "disabled by settings"
+        if memory is not None:
+            limit = (settings.memory_mb + settings.disk_mb + _CGROUP_SLACK_MB) * 1024 * 1024
+            try:
+                self.cgroup = sandbox_cgroup.MemoryCgroup(memory, limit)
+                if kind == "v2":  # one v2 cgroup per process: the limit goes into the same one
+                    self.cgroup.limit_tasks(tasks)
+                    return f"pids cgroup v2 (pids.max {tasks})"
+            except OSError as e:
+                log.warning("sandbox: no memory cgroup or task limit in it for this worker: %s", e)
+                if self.cgroup is not None and kind == "v2":
+                    self.cgroup.destroy()
+                    self.cgroup = None
+        if pids is None:
+            return None
+        try:
+            self.pids_cgroup = sandbox_cgroup.PidsCgroup(pids, tasks)
+        except OSError as e:
+            log.warning("sandbox: no pids cgroup for this worker: %s", e)
+            return None
+        return f"pids cgroup {kind} (pids.max {tasks})"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """Whether setup is over (READY or FAILED has arrived), without waiting for it."""
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return True  # exited: nothing to wait for
+            self._out += chunk
+        return READY.encode() in self._out or FAILED.encode() in self._out
 
     def _setup_line(self) -> str | None:
         """The READY or FAILED line once it has arrived, after taking the PID line before it."""
@@ -289,8 +334,9 @@ class Worker:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("sandbox worker %d did not exit after SIGKILL", self.proc.pid)
-        if self.cgroup is not None:
-            self.cgroup.destroy()
+        for cgroup in (self.cgroup, self.pids_cgroup):
+            if cgroup is not None:
+                cgroup.destroy()
         layers = self.layers or {}
         if self.uid is not None and self.exclusive_uid:  # unsafe mode: clean up by uid
             if layers.get("pidns") != "on":
@@ -326,27 +372,68 @@ def _log_layers_once(layers: dict) -> None:
 
 
 class SandboxPool:
-    """Hands out one fresh worker per call, keeping (with prefork) one warm worker ready."""
+    """Hands out one fresh worker per call, keeping (with prefork) one warm worker ready.
+
+    The warm worker for the next call starts on a thread of its own (``refill``): once a call
+    that found its worker ready is over, so that the start (the fork, and the move into its
+    cgroups, which waits for an RCU grace period of the kernel, about 10 ms, and holds up forks
+    and exits meanwhile) does not slow that call; at once when the call's own worker is still
+    starting (calls back to back), since the call waits for that anyway. A call that comes while
+    the next worker is starting waits for it rather than starting a second one."""
 
     def __init__(self, settings: SandboxSettings, prefork: bool) -> None:
         self.settings = settings
         self.prefork = prefork
         self._idle: Worker | None = None
-        self._lock = threading.Lock()
+        self._refilling = False
+        self._closed = False
+        self._cond = threading.Condition()
 
     def take(self) -> Worker:
-        with self._lock:
+        """A worker for one call; OSError (fork's EAGAIN, ENOMEM, ...) when none can start."""
+        with self._cond:
+            while self._refilling:
+                self._cond.wait()
             worker, self._idle = self._idle, None
-            if worker is None or not worker.alive():
-                if worker is not None:
-                    worker.destroy()
-                worker = Worker(self.settings)
-            if self.prefork:
-                self._idle = Worker(self.settings)
+        if worker is None or not worker.alive():
+            if worker is not None:
+                worker.destroy()
+            worker = Worker(self.settings)
         return worker
 
+    def refill(self) -> None:
+        """Starts the next call's warm worker (with prefork), on a thread of its own."""
+        with self._cond:
+            if not self.prefork or self._refilling or self._idle is not None or self._closed:
+                return
+            self._refilling = True
+        try:
+            threading.Thread(target=self._refill, name="spark-sandbox-prefork", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had: the next call starts its own worker
+            log.warning("sandbox: could not start a warm worker: %s", e)
+            self._refilled(None)
+
+    def _refill(self) -> None:
+        try:
+            worker = Worker(self.settings)
+        except Exception as e:  # noqa: BLE001 - EAGAIN and the like: the next call tries again
+            log.warning("sandbox: could not start a warm worker: %s", e)
+            worker = None
+        self._refilled(worker)
+
+    def _refilled(self, worker: Worker | None) -> None:
+        with self._cond:
+            self._refilling = False
+            if worker is not None and self._idle is None and not self._closed:
+                self._idle, worker = worker, None
+            self._cond.notify_all()
+        if worker is not None:
+            worker.destroy()
+
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
+            self._closed = True  # a start still under way destroys its worker when it ends
+            self._cond.wait_for(lambda: not self._refilling, timeout=_SETUP_TIMEOUT_S)
             worker, self._idle = self._idle, None
         if worker is not None:
             worker.destroy()
@@ -367,7 +454,17 @@ def run_python(
         pool = _POOLS.get(key)
         if pool is None:
             pool = _POOLS[key] = SandboxPool(settings, prefork)
-    return pool.take().run(code, timeout_s)
+    try:
+        worker = pool.take()
+    except OSError as e:  # the host is short of processes, memory or descriptors
+        pool.refill()
+        return SandboxOutcome("", "", None, setup_error=f"could not start a worker: {e}; try again")
+    if not worker.ready():  # the call waits for its worker's start anyway: start the next now
+        pool.refill()
+    try:
+        return worker.run(code, timeout_s)
+    finally:
+        pool.refill()  # after a warm worker's call, so that the two starts do not overlap it
 
 
 def close_pools() -> None:
@@ -390,4 +487,6 @@ def sandbox_layers(settings: SandboxSettings | None = None) -> dict:
     layers = dict(outcome.layers or {})
     parent, why = sandbox_cgroup.memory_parent()
     layers["memory_cgroup"] = "on" if parent else f"off: {why} (seccomp keeps memfd and shm out)"
+    pids, kind = sandbox_cgroup.pids_parent()
+    layers["pids_cgroup"] = f"on ({kind})" if pids else f"off: {kind}"
     return layers

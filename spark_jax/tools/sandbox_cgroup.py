@@ -1,4 +1,5 @@
-"""Host side: a cgroup v2 ``memory.max`` per sandbox worker, where this host delegates one.
+"""Host side: a cgroup v2 ``memory.max`` per sandbox worker, where this host delegates one, and
+a ``pids.max`` per worker wherever the pids controller is ours to use (cgroup v1 or v2).
 
 The limit counts what ``RLIMIT_AS`` does not: tmpfs and shared-memory pages, page cache and
 kernel memory charged to the worker. It needs the memory controller enabled for children of
@@ -33,12 +34,29 @@ def _cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     return None
 
 
-def _own_cgroup(cgroup_file: str = "/proc/self/cgroup") -> str | None:
+def _own_cgroup(cgroup_file: str = "/proc/self/cgroup", controller: str = "") -> str | None:
+    """Our cgroup in the v2 hierarchy (``controller`` empty) or in the v1 hierarchy that has
+    ``controller``."""
     try:
         with open(cgroup_file) as f:
             for line in f:
-                if line.startswith("0::"):
-                    return line[3:].strip()
+                _id, names, path = line.rstrip("\n").split(":", 2)
+                if (names == "" and not controller) or (controller and controller in names.split(",")):
+                    return path
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _cgroup1_mount(controller: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where the cgroup v1 hierarchy with ``controller`` is mounted, if anywhere."""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = right.split()
+                if fields[:1] == ["cgroup"] and controller in fields[-1].split(","):
+                    return left.split()[4]
     except OSError:
         pass
     return None
@@ -86,6 +104,51 @@ def memory_parent() -> tuple[str | None, str]:
     return parent, reason
 
 
+def _probe(parent: str) -> None:
+    probe = os.path.join(parent, f"{PREFIX}probe-{os.getpid()}")
+    os.mkdir(probe)
+    os.rmdir(probe)
+
+
+def find_pids_parent(v2_mount, v2_own, v1_mount, v1_own) -> tuple[str | None, str]:
+    """(directory for the workers' pids cgroups, "v1"/"v2"), or (None, why there is none).
+    Version 2 first: a process can be in one v2 cgroup only, shared with the memory limit."""
+    reasons = []
+    if v2_mount is not None and v2_own is not None:
+        parent = os.path.join(v2_mount, v2_own.lstrip("/"))
+        try:
+            if "pids" not in _read(os.path.join(parent, "cgroup.controllers")).split():
+                raise OSError(0, "no pids controller")
+            control = os.path.join(parent, "cgroup.subtree_control")
+            if "pids" not in _read(control).split():
+                _write(control, "+pids")
+            _probe(parent)
+            return parent, "v2"
+        except OSError as e:
+            reasons.append(f"cgroup v2 at {parent}: {e.strerror or e}")
+    else:
+        reasons.append("no cgroup v2 hierarchy")
+    if v1_mount is not None and v1_own is not None:
+        parent = os.path.join(v1_mount, v1_own.lstrip("/"))
+        try:
+            _probe(parent)
+            return parent, "v1"
+        except OSError as e:
+            reasons.append(f"cgroup v1 pids at {parent}: {e.strerror}")
+    else:
+        reasons.append("no cgroup v1 pids hierarchy")
+    return None, "; ".join(reasons)
+
+
+@functools.lru_cache(maxsize=1)
+def pids_parent() -> tuple[str | None, str]:
+    parent, kind = find_pids_parent(_cgroup2_mount(), _own_cgroup(), _cgroup1_mount("pids"),
+                                    _own_cgroup(controller="pids"))
+    if parent is not None:
+        sweep_stale(parent)
+    return parent, kind
+
+
 class MemoryCgroup:
     """One worker's cgroup: created with its limit, joined by the worker, killed and removed."""
 
@@ -103,6 +166,23 @@ class MemoryCgroup:
 
     def add(self, pid: int) -> None:
         _write(os.path.join(self.path, "cgroup.procs"), str(pid))
+
+    def limit_tasks(self, count: int) -> None:
+        """pids.max, in this same cgroup (cgroup v2 with the pids controller delegated)."""
+        _write(os.path.join(self.path, "pids.max"), str(count))
+
+
+class PidsCgroup(MemoryCgroup):
+    """One worker's cgroup with only ``pids.max``: at most ``count`` tasks (threads included)."""
+
+    def __init__(self, parent: str, count: int) -> None:
+        self.path = os.path.join(parent, f"{PREFIX}{os.getpid()}-{time.monotonic_ns()}")
+        os.mkdir(self.path)
+        try:
+            self.limit_tasks(count)
+        except OSError:
+            self.destroy()
+            raise
 
     def destroy(self) -> None:
         """Kills every process in the cgroup and removes it (idempotent)."""

@@ -11,15 +11,18 @@ same files in tests) and calls ``entry()``. The steps, each reported in the READ
    waits for it and exits as it did.
 4. A fresh root (sandbox_mounts): read-only system and Python, a tmpfs working directory, the
    namespace's own /proc, nothing else of the host.
-5. rlimits: address space, file size, open files, CPU, no core files (processes: root only).
+5. rlimits: address space, file size, open files, CPU, no core files.
 6. Identity: as root a fresh unprivileged uid; without root the overflow uid of a nested user
-   namespace with no uid map and no capabilities.
-7. ``no_new_privs``, then the seccomp allow list the host compiled (sandbox_seccomp), on all
+   namespace with no uid map and no capabilities. Never the kernel's uid 0 in a user namespace.
+7. A task limit: RLIMIT_NPROC for the fresh uid or inside the nested user namespace (counted
+   there alone), on top of the host's pids cgroup where it has one.
+8. A fresh, empty session keyring.
+9. ``no_new_privs``, then the seccomp allow list the host compiled (sandbox_seccomp), on all
    threads.
-8. An audit hook that refuses the same operations with readable messages.
-9. Preloads, READY, then the program.
+10. An audit hook that refuses the same operations with readable messages.
+11. Preloads, READY, then the program.
 
-Mode "strict" needs every layer of steps 2-7 and otherwise stops with FAILED "unavailable: ...";
+Mode "strict" needs every layer of steps 2-9 and otherwise stops with FAILED "unavailable: ...";
 mode "unsafe" takes each layer this host allows and reports the others as "off: ...".
 """
 
@@ -43,8 +46,11 @@ from spark_jax.tools.sandbox_confine import (
     enter_namespaces,
     fork_into_pid_namespace,
     install_audit_hook,
+    join_fresh_session_keyring,
+    limit_tasks,
     load_seccomp,
     no_new_privs,
+    wait_for_cgroups,
 )
 from spark_jax.tools.sandbox_mounts import MNT_DETACH, STAGING, WORKDIR, build_root
 
@@ -131,7 +137,8 @@ def _file_system(libc, settings, entered, rootless, strict, layers) -> str:
         shown = (OVERFLOW_UID, OVERFLOW_UID) if rootless else (uid, gid)
         try:
             layers["mounts"] = build_root(libc, settings["expose"], settings["disk_mb"], owner, shown,
-                                          fresh_proc="pid" in entered)
+                                          fresh_proc="pid" in entered,
+                                          proc_subset="proc_subset" not in settings["disable"])
             return WORKDIR
         except OSError as e:
             _require(strict, "mounts", str(e), layers, "mounts")
@@ -156,7 +163,7 @@ def _identity(libc, settings, rootless, strict, mounted, layers) -> bool:
             _require(strict, "identity", str(e).split(": ", 1)[1], layers, "uid")
             return False
         layers["uid"] = f"{OVERFLOW_UID} (unmapped)"
-        return False
+        return True  # the nested user namespace is ours alone
     blocked = [] if mounted else [p for p in settings["expose"] if _closed_ancestor(p)]
     if blocked:  # without our own root the uid could not even read Python itself
         _require(strict, "identity", f"{blocked[0]} is not readable by other users", layers, "uid")
@@ -166,6 +173,25 @@ def _identity(libc, settings, rootless, strict, mounted, layers) -> bool:
     return True
 
 
+def _task_limit(settings, rootless, exclusive, strict, layers) -> None:
+    """RLIMIT_NPROC where the kernel counts it for the sandbox alone; with the host's pids
+    cgroup (``settings["pids_cgroup"]``) as the other layer, strict mode needs one of them."""
+    if "tasks" in settings["disable"]:
+        _require(strict, "tasks", "disabled by settings", layers, "tasks")
+        return
+    count = settings["max_processes"]
+    limits = [settings["pids_cgroup"]] if settings.get("pids_cgroup") else []
+    if exclusive and "kernel_uid" not in layers and limit_tasks(count):  # not for kernel uid 0
+        where = "own user namespace" if rootless else "fresh uid"
+        limits.append(f"RLIMIT_NPROC {count} ({where})")
+        layers["rlimits"].append("RLIMIT_NPROC")
+    if limits:
+        layers["tasks"] = " + ".join(limits)
+    else:
+        _require(strict, "tasks", "no pids cgroup and no uid or user namespace of our own for "
+                 "RLIMIT_NPROC", layers, "tasks")
+
+
 def main(settings: dict) -> int:
     sys.dont_write_bytecode = True
     libc = ctypes.CDLL(None, use_errno=True)
@@ -173,13 +199,16 @@ def main(settings: dict) -> int:
     settings.setdefault("disable", [])
     die_with_parent(libc, settings["host_pid"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    wait_for_cgroups(settings.get("cgroups") or ())
     layers: dict = {}
     entered: set = set()
     rootless = os.geteuid() != 0
     if "namespaces" in settings["disable"]:
         _require(strict, "namespaces", "disabled by settings", layers, "namespaces")
     else:
-        entered, userns = enter_namespaces(libc, strict, layers)
+        entered, userns = enter_namespaces(
+            libc, strict, layers, settings["uid"], settings["gid"],
+            lambda: next((p for p in settings["expose"] if _closed_ancestor(p)), None))
         rootless = rootless or userns  # a root that may not unshare gets the non-root mode
     layers["mode"] = ("user-namespace" if rootless else "root") if strict else "unsafe"
     if "pid" in entered:
@@ -187,10 +216,19 @@ def main(settings: dict) -> int:
     workdir = _file_system(libc, settings, entered, rootless, strict, layers)
     mounted = workdir == WORKDIR
 
-    applied, limits = apply_rlimits(settings, per_uid=not rootless)
+    applied, limits = apply_rlimits(settings)
     layers["rlimits"] = applied
-    _identity(libc, settings, rootless, strict, mounted, layers)
+    own = _identity(libc, settings, rootless, strict, mounted, layers)
+    _task_limit(settings, rootless, own, strict, layers)
     die_with_parent(libc, None if "pid" in entered else settings["host_pid"])
+    if "keyring" in settings["disable"]:
+        _require(strict, "keyring", "disabled by settings", layers, "keyring")
+    else:
+        try:
+            join_fresh_session_keyring(libc)
+            layers["keyring"] = "on"
+        except Unavailable as e:
+            _require(strict, "keyring", str(e).split(": ", 1)[1], layers, "keyring")
     os.chdir(workdir)
     os.umask(0o077)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir

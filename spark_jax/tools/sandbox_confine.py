@@ -9,15 +9,17 @@ import resource
 import signal
 import struct
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 NAMESPACES = {"mount": CLONE_NEWNS, "net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "pid": CLONE_NEWPID}
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-SYSCALLS = {  # (seccomp, capset) by machine
-    "x86_64": (317, 126),
-    "aarch64": (277, 91),
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+SYSCALLS = {  # (seccomp, capset, keyctl) by machine
+    "x86_64": (317, 126, 250),
+    "aarch64": (277, 91, 219),
 }
+KEYCTL_JOIN_SESSION_KEYRING = 1
 OVERFLOW_UID = 65534
 PID_LINE = "SANDBOX-PID "
 MAX_CPU_S = 3600
@@ -44,6 +46,20 @@ def die_with_parent(libc, parent_pid=None) -> None:
         os._exit(1)
 
 
+def wait_for_cgroups(names, timeout_s: float = 30.0, cgroup_file: str = "/proc/self/cgroup") -> None:
+    """Waits until this process is in every cgroup named ``names`` (the host moves it there
+    right after the fork): a child forked before that would stay outside the task limit."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open(cgroup_file) as f:
+            paths = [line.rstrip("\n").split(":", 2)[-1] for line in f]
+        if all(any(p.endswith("/" + name) for p in paths) for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise Unavailable("tasks", f"not moved into cgroups {names} within {timeout_s:g} s")
+        time.sleep(0.001)
+
+
 def _enter_user_namespace(libc) -> str | None:
     """unshare() into a user namespace (mapping only our own uid and gid, to its root) and the
     other four. Returns None, or why not."""
@@ -57,17 +73,70 @@ def _enter_user_namespace(libc) -> str | None:
     return None
 
 
-def enter_namespaces(libc, strict: bool, layers: dict) -> tuple:
+def kernel_uid_is_root(probe: str = "/proc/sys/kernel") -> bool:
+    """Whether this process's uid is uid 0 of the initial user namespace, whatever uid a user
+    namespace shows for it. Global sysctl files belong to that uid: they appear owned by our
+    own uid exactly when we are it (else by root, or by the overflow uid where it is unmapped).
+    Without /proc/sys we cannot tell, and assume the worst."""
+    try:
+        return os.stat(probe).st_uid == os.getuid()
+    except OSError:
+        return True
+
+
+def leave_kernel_root(libc, uid, gid, unreadable) -> str | None:
+    """Before a user namespace: a process whose kernel uid is 0 would keep it inside, and the
+    kernel checks /proc/sys, /proc/irq and other root-owned files by that uid. A root with
+    CAP_SETUID switches to ``uid``/``gid`` first; ``unreadable()`` names a path of the Python
+    installation that uid could not read, if any. Returns None when the kernel uid is not 0
+    (any more), else why it stays 0."""
+    if not kernel_uid_is_root():
+        return None
+    shown = os.getuid()
+    why = "the kernel uid of this process is 0 (root" + (
+        f", shown as {shown} in its user namespace" if shown else "") + (
+        "), which a user namespace does not change: /proc/sys and other files of the kernel's "
+        "root would stay writable")
+    if os.geteuid() != 0 or uid is None:
+        return why + "; run the host as a non-root user, or as root with CAP_SYS_ADMIN"
+    blocked = unreadable()
+    if blocked:
+        return why + f"; uid {uid} could not read {blocked} (not readable by other users)"
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        return why + f"; switching to uid {uid} failed: {e.strerror}"
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a change of uid clears it
+    # ... and makes the process non-dumpable, so that its /proc files (uid_map) belong to root;
+    # enter_namespaces clears the flag again once the maps are written.
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    return None
+
+
+def enter_namespaces(libc, strict: bool, layers: dict, uid=None, gid=None,
+                     unreadable=lambda: None) -> tuple:
     """New mount, network, IPC and PID namespaces: as root directly; without root (or as a root
-    that may not, as in a container without CAP_SYS_ADMIN) inside a user namespace. Returns
-    (names entered, whether in a user namespace). Strict mode wants all of them; otherwise each
-    is tried alone and a refusal is reported, not fatal."""
+    that may not, as in a container without CAP_SYS_ADMIN) inside a user namespace, never as the
+    kernel's uid 0 (a root first switches to ``uid``; see leave_kernel_root). Returns (names
+    entered, whether in a user namespace). Strict mode wants all of them; otherwise each is
+    tried alone and a refusal is reported, not fatal."""
     flags = sum(NAMESPACES.values())
     if os.geteuid() == 0 and libc.unshare(ctypes.c_int(flags)) == 0:
         entered, userns = set(NAMESPACES), False
     else:
         first = "" if os.geteuid() != 0 else f"unshare(mount, net, ipc, pid): {_errno_text()}; "
+        was = os.getuid()
+        kernel_root = leave_kernel_root(libc, uid, gid, unreadable)
+        switched = os.getuid() != was
+        if kernel_root is not None:
+            if strict:
+                raise Unavailable("user namespace", first + kernel_root)
+            layers["kernel_uid"] = "off: " + kernel_root
         why = _enter_user_namespace(libc)
+        if switched:  # the maps are written: non-dumpable again
+            libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         if why is None:
             layers["userns"] = "on"
             entered, userns = set(NAMESPACES), True
@@ -115,9 +184,9 @@ def fork_into_pid_namespace(libc) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def apply_rlimits(settings: dict, per_uid: bool) -> tuple:
-    """Address space, file size, open files, no core files, a CPU ceiling, and (``per_uid``:
-    only when the uid is ours alone) processes. Returns (names applied, limits)."""
+def apply_rlimits(settings: dict) -> tuple:
+    """Address space, file size, open files, no core files and a CPU ceiling (the task limit
+    comes after the change of uid: limit_tasks). Returns (names applied, limits)."""
     mb = 1024 * 1024
     limits = {
         "RLIMIT_AS": settings["memory_mb"] * mb,
@@ -126,8 +195,6 @@ def apply_rlimits(settings: dict, per_uid: bool) -> tuple:
         "RLIMIT_CORE": 0,
         "RLIMIT_CPU": MAX_CPU_S + settings["setup_cpu_s"],
     }
-    if per_uid:  # RLIMIT_NPROC counts every process of the real uid
-        limits["RLIMIT_NPROC"] = settings["max_processes"]
     applied = []
     for name, value in limits.items():
         try:
@@ -138,8 +205,35 @@ def apply_rlimits(settings: dict, per_uid: bool) -> tuple:
     return applied, limits
 
 
+def limit_tasks(count: int) -> bool:
+    """RLIMIT_NPROC: at most ``count`` tasks (processes and threads). The kernel counts them per
+    user namespace and kernel uid, so this bounds the sandbox alone where its uid is fresh or its
+    user namespace its own; it does nothing for the kernel's uid 0."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def join_fresh_session_keyring(libc) -> None:
+    """A new, empty session keyring: the host's session keys (their descriptions in /proc/keys,
+    and their payloads to whoever possesses the keyring) are not the program's."""
+    machine = platform.machine()
+    if machine not in SYSCALLS:
+        raise Unavailable("keyring", f"no keyctl number for {machine}")
+    libc.syscall.restype = ctypes.c_long
+    rc = libc.syscall(ctypes.c_long(SYSCALLS[machine][2]), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+                      ctypes.c_void_p(None))
+    if rc < 0:
+        raise Unavailable("keyring", f"keyctl(KEYCTL_JOIN_SESSION_KEYRING): {_errno_text()}")
+
+
 def drop_to_uid(uid: int, gid: int) -> None:
-    """As root: a fresh uid and gid with no supplementary groups."""
+    """As root: a fresh uid and gid with no supplementary groups (already done where a root
+    without CAP_SYS_ADMIN switched before its user namespace)."""
+    if os.getuid() == os.geteuid() == uid and os.getgid() == gid and not os.getgroups():
+        return
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)

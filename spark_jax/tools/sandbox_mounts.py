@@ -4,7 +4,9 @@ does not need. Standard library only: this source runs inside the sandbox (see s
 In a new mount namespace a small tmpfs becomes the root. It holds read-only binds of /usr (and
 the merged-/usr links), the Python installation and the dynamic loader's /etc files; the
 null/zero/full/random/urandom devices; a fresh /proc (the new PID namespace's, so only the
-sandbox's own process); an empty read-only /tmp; and a size-limited tmpfs working directory
+sandbox's own process) that shows nothing of the kernel's (``subset=pid``: no /proc/sys,
+/proc/keys, /proc/sysrq-trigger, ...) or, where the kernel lacks that option, masks them as
+container runtimes do; an empty read-only /tmp; and a size-limited tmpfs working directory
 ``WORKDIR``. ``pivot_root`` then detaches the host's tree: home directories, the repository,
 the host's /tmp and /dev/shm, sockets and other processes' /proc entries do not exist for the
 program, and nothing it writes lands on a host file system. When the process exits, the
@@ -26,6 +28,14 @@ STAGING = "/tmp"  # an existing directory; the new root is mounted over it in ou
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ENTRIES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
 DEVICES = ("null", "zero", "full", "random", "urandom")
+PROC_OPTIONS = "subset=pid,hidepid=invisible"  # Linux 5.8+: only processes, only visible ones
+# Without subset=pid: what runc (Docker's default) masks or makes read-only, and more of the
+# kernel's interfaces. Files are covered by /dev/null, directories by an empty read-only tmpfs.
+PROC_MASKED = ("acpi", "asound", "bus", "driver", "dynamic_debug", "fs", "irq", "keys",
+               "key-users", "kallsyms", "kcore", "kmsg", "kpagecgroup", "kpagecount",
+               "kpageflags", "latency_stats", "scsi", "sched_debug", "sysrq-trigger",
+               "timer_list", "timer_stats", "tty", "config.gz", "modules", "pressure", "mtrr")
+PROC_READ_ONLY = ("sys",)
 
 
 def mount(libc, source, target, fstype, flags, data=None) -> None:
@@ -94,7 +104,50 @@ def _passwd(uid: int, gid: int) -> tuple:
     return passwd, group
 
 
-def build_root(libc, expose, disk_mb: int, owner: tuple, shown: tuple, fresh_proc: bool) -> list:
+def _mask_proc(libc, proc: str) -> list:
+    """Covers the kernel's interfaces in a full /proc mounted at ``proc``; returns the paths
+    masked. Binds that inherit proc's locked flags (nosuid, nodev, noexec) repeat them."""
+    masked = []
+    for name in PROC_MASKED:
+        path = f"{proc}/{name}"
+        if os.path.islink(path) or not os.path.exists(path):
+            continue
+        if os.path.isdir(path):
+            mount(libc, "tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "size=4k,nr_inodes=1,mode=0555")
+        else:
+            mount(libc, "/dev/null", path, None, MS_BIND)
+        masked.append(name)
+    for name in PROC_READ_ONLY:
+        path = f"{proc}/{name}"
+        mount(libc, path, path, None, MS_BIND | MS_REC)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            mount(libc, None, path, None, flags | _locked_flags(fd))
+        finally:
+            os.close(fd)
+        masked.append(name + " (read-only)")
+    return masked
+
+
+def mount_proc(libc, target: str, fresh_proc: bool, subset: bool = True) -> str:
+    """The sandbox's /proc at ``target``: with ``subset=pid`` where the kernel has it (and
+    ``subset``), else a full one with the kernel's interfaces masked. Returns what was done."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    # A PID namespace's own /proc lists only its processes; without one, hidepid hides the rest.
+    if subset:
+        try:
+            mount(libc, "proc", target, "proc", flags, PROC_OPTIONS)
+            return f"proc ({PROC_OPTIONS})"
+        except OSError:
+            pass  # an older kernel: the masks below
+    mount(libc, "proc", target, "proc", flags, None if fresh_proc else "hidepid=invisible")
+    return "proc (masked: " + " ".join(_mask_proc(libc, target)) + ")"
+
+
+def build_root(libc, expose, disk_mb: int, owner: tuple, shown: tuple, fresh_proc: bool,
+               proc_subset: bool = True) -> list:
     """Builds the new root and pivots into it. ``owner``: (uid, gid) that owns the working
     directory, as this namespace maps it; ``shown``: the (uid, gid) the program will have.
     Returns a description of what was done, for the READY report."""
@@ -132,9 +185,7 @@ def build_root(libc, expose, disk_mb: int, owner: tuple, shown: tuple, fresh_pro
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{new}/dev/{name}")
     os.makedirs(new + "/proc", mode=0o555)
-    # A PID namespace's own /proc lists only its processes; without one, hidepid hides the rest.
-    mount(libc, "proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-          None if fresh_proc else "hidepid=invisible")
+    proc = mount_proc(libc, new + "/proc", fresh_proc, proc_subset)
     os.makedirs(new + "/tmp", mode=0o755, exist_ok=True)  # may hold a venv from a /tmp clone
     os.makedirs(new + WORKDIR, mode=0o700)
     mount(libc, "tmpfs", new + WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV,
@@ -151,4 +202,4 @@ def build_root(libc, expose, disk_mb: int, owner: tuple, shown: tuple, fresh_pro
         raise OSError(err, f"detaching the host's root: {os.strerror(err)}")
     os.rmdir("/.oldroot")
     mount(libc, None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return ["pivot_root", "read-only: " + " ".join(bound), "proc", f"workdir {WORKDIR} ({disk_mb} MiB)"]
+    return ["pivot_root", "read-only: " + " ".join(bound), proc, f"workdir {WORKDIR} ({disk_mb} MiB)"]

@@ -20,8 +20,8 @@ class SandboxSettings:
     uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
     # "strict": every isolation layer or no run; "unsafe": what this host allows (opt-in by name).
     mode: str = "strict"
-    # Layers to leave off ("namespaces", "mounts", "identity", "seccomp"), to test how the
-    # sandbox refuses (strict) or degrades (unsafe).
+    # Layers to leave off ("namespaces", "mounts", "identity", "seccomp", "tasks", "keyring",
+    # "proc_subset": masks instead), to test how the sandbox refuses (strict) or degrades (unsafe).
     disable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

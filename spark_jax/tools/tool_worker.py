@@ -118,6 +118,7 @@ class ToolWorker:
         return json.loads(line)
 
     def kill(self) -> None:
+        """Kills and reaps the worker (idempotent)."""
         try:
             self.proc.kill()
         except OSError:
@@ -163,7 +164,7 @@ class ToolWorkerPool:
         if not worker.alive():  # killed: start its replacement now, so it warms meanwhile
             try:
                 worker = ToolWorker(config.host_tool_memory_mb, config)
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 - EAGAIN and the like: the next call retries
                 log.warning("could not replace a tool worker: %s", e)
                 with self._cond:
                     self._count -= 1
@@ -175,7 +176,10 @@ class ToolWorkerPool:
 
     def call(self, spec: str, config: ToolsConfig, argument: str, timeout_s: float) -> ToolResult:
         name = spec.rpartition(":")[2]
-        worker = self._acquire(config, time.monotonic() + timeout_s)
+        try:
+            worker = self._acquire(config, time.monotonic() + timeout_s)
+        except OSError as e:  # fork's EAGAIN or ENOMEM: the host is short of processes or memory
+            return ToolResult(False, "", f"could not start a tool worker: {e}; try again", 0.0)
         if worker is None:
             return ToolResult(False, "", f"timed out after {timeout_s:g} s waiting for a free tool worker", 0.0)
         request = {"tool": spec, "config": config_payload(config), "argument": argument, "timeout_s": timeout_s}
@@ -183,6 +187,10 @@ class ToolWorkerPool:
             reply = worker.call(request, timeout_s)
         except WorkerDied as e:
             return ToolResult(False, "", f"{e}; the call was not completed", 0.0)
+        except (OSError, ValueError) as e:  # a broken pipe or reply: the worker cannot be trusted
+            worker.kill()
+            return ToolResult(False, "", f"the tool worker failed ({type(e).__name__}: {e}); "
+                              "the call was not completed", 0.0)
         finally:
             self._release(worker, config)
         if reply is None:

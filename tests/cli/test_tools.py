@@ -60,3 +60,16 @@ def test_tools_sandbox_shows_the_mode(capsys):
     assert mode.split()[0] in ("root", "user-namespace", "unavailable")
     layers = json.loads(out.split("python sandbox layers: ", 1)[1])
     assert layers["mode"] == mode.split()[0]
+
+
+def test_tools_sandbox_states_the_task_limit(capsys, monkeypatch):
+    import spark_jax.tools.sandbox as sandbox
+
+    assert main(["tools", "--sandbox"]) == 0
+    out = capsys.readouterr().out
+    if "python sandbox mode: unavailable" not in out:
+        line = [x for x in out.splitlines() if x.startswith("python sandbox task limit: ")]
+        assert len(line) == 1 and "NO task limit" not in line[0], out
+    monkeypatch.setattr(sandbox, "sandbox_layers", lambda settings=None: {"mode": "unsafe", "tasks": "off: x"})
+    assert main(["tools", "--sandbox"]) == 0
+    assert "python sandbox task limit: off: x (the unsafe mode has NO task limit" in capsys.readouterr().out

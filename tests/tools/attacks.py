@@ -185,6 +185,107 @@ attempt("setuid 0", lambda: sc("setuid", 0))
 attempt("prctl clear pdeathsig", lambda: sc("prctl", 1, 0, 0, 0, 0))
 attempt("prctl dumpable", lambda: sc("prctl", 4, 1, 0, 0, 0))
 ''',
+    # The kernel's global interfaces in /proc: sysctls, IRQs, buses, magic SysRq. Writes only
+    # ever write back the value already there, and the dangerous files are only opened for
+    # writing, never written: a regression must not change the host.
+    "proc_kernel": r'''
+def open_for_writing(path):
+    fd = checked(libc.open, path.encode(), os.O_WRONLY)
+    os.close(fd)
+    return "opened for writing"
+def write_same_value(path):
+    with open(path, "rb") as f:
+        value = f.read(64)
+    if not value.strip().isdigit():
+        raise OSError(errno.EINVAL, "unexpected content")
+    fd = checked(libc.open, path.encode(), os.O_WRONLY)
+    try:
+        return "wrote " + str(checked(libc.write, fd, value, len(value))) + " bytes"
+    finally:
+        os.close(fd)
+def read_some(path):
+    with open(path, "rb") as f:
+        data = f.read(64)
+    if not data:
+        raise OSError(errno.ENODATA, "empty")
+    return data
+attempt("write printk_ratelimit_burst", lambda: write_same_value("/proc/sys/kernel/printk_ratelimit_burst"))
+for path in ["/proc/sys/kernel/core_pattern", "/proc/self/root/proc/sys/kernel/core_pattern",
+             "/proc/1/root/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches",
+             "/proc/sysrq-trigger", "/proc/irq/default_smp_affinity"]:
+    attempt(f"open {path} for writing", lambda p=path: open_for_writing(p))
+for path in ["/proc/kcore", "/proc/timer_list", "/proc/sched_debug", "/proc/kallsyms", "/proc/bus/pci/devices"]:
+    attempt(f"read {path}", lambda p=path: read_some(p))
+attempt("list /proc/irq", lambda: os.listdir("/proc/irq") or (_ for _ in ()).throw(OSError(errno.ENOENT, "empty")))
+''',
+    # The kernel's keyrings: the host's session keys, by name in /proc/keys and by keyctl.
+    "keyring": r'''
+def listed(path):
+    with open(path) as f:
+        text = f.read()
+    if not text.strip():
+        raise OSError(errno.ENODATA, "empty")
+    return text[:120]
+attempt("read /proc/keys", lambda: listed("/proc/keys"))
+attempt("read /proc/key-users", lambda: listed("/proc/key-users"))
+attempt("keyctl describe session keyring", lambda: sc("keyctl", 6, -3, ctypes.create_string_buffer(256), 256))
+attempt("keyctl read user keyring", lambda: sc("keyctl", 11, -4, ctypes.create_string_buffer(256), 256))
+attempt("add_key to session keyring", lambda: sc("add_key", b"user", b"probe", b"x", 1, -3))
+''',
+    # A thread bomb: raw clone(CLONE_THREAD) with one shared stack (each thread only waits in
+    # pause(), so it needs no stack and no address space), and Python threads with small
+    # stacks. At most 400 tasks each, so that a regression cannot exhaust the host's pids.
+    "thread_bomb": r'''
+import mmap, platform, threading
+CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
+# x86_64: clone(rdi=flags, rsi=stack, 0, 0, 0); the parent returns its result, the child thread
+# waits in pause() and then exits (exit, not exit_group).
+CODE = bytes.fromhex("b838000000" "31d2" "4531d2" "4531c0" "0f05" "4885c0" "7401" "c3"
+                     "b822000000" "0f05" "b83c000000" "31ff" "0f05")
+ATTEMPTS, ENOUGH = 400, 64
+KEEP = []
+def raw_clone_bomb():
+    if platform.machine() != "x86_64":
+        raise OSError(errno.ENOSYS, "x86_64 only")
+    page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(CODE)
+    KEEP.append(page)  # the threads wait inside this page: it must stay mapped until the end
+    clone = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_ulong, ctypes.c_void_p)(
+        ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    stack = ctypes.create_string_buffer(1 << 16)
+    top = (ctypes.addressof(stack) + (1 << 16) - 256) & ~15
+    made, err = 0, 0
+    for _ in range(ATTEMPTS):
+        r = clone(CLONE_THREAD_FLAGS, top)
+        if r < 0:
+            err = -r
+            break
+        made += 1
+    OUT["raw clone threads made"] = f"{made}, then {errno.errorcode.get(err, err)}"
+    if made < ENOUGH:
+        raise OSError(err, f"stopped after {made}")
+    return made
+def python_thread_bomb():
+    threading.stack_size(64 * 1024)
+    stop = threading.Event()
+    made = 0
+    try:
+        for _ in range(ATTEMPTS):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            made += 1
+    except RuntimeError as e:
+        OUT["python threads made"] = f"{made}, then {e}"
+        raise OSError(errno.EAGAIN, str(e))
+    finally:
+        stop.set()
+        for t in threading.enumerate():
+            if t is not threading.main_thread():
+                t.join()
+    OUT["python threads made"] = str(made)
+    return made
+attempt("python thread bomb", python_thread_bomb)
+attempt("raw clone(CLONE_THREAD) bomb", raw_clone_bomb)
+''',
 }
 
 

@@ -1,5 +1,6 @@
 """A host process for test_sandbox_rootless.py, run as ``python -m tests.tools.sandbox_probe
-PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, a non-root host).
+PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, or ``tests.tools.plain_user``, a real
+non-root host).
 Prints one JSON report on its last line.
 
 PHASE "attacks": every attack class of tests/tools/attacks.py through run_tool, plus the secret,
@@ -7,7 +8,8 @@ IPC and file checks, sympy and a runaway host-side tool. PHASE "root-without-cap
 the same after making unshare() without CLONE_NEWUSER fail, as for a root in a container.
 PHASE "no-namespaces": first makes unshare() fail in this process and its children (as Docker's
 default seccomp profile does), then reports what python and sympy answer in strict mode, and
-python in unsafe mode.
+python in unsafe mode. PHASE "kernel-root": a host whose kernel uid is 0 behind a user namespace.
+PHASE "eagain": the host's own fork fails with EAGAIN (a low RLIMIT_NPROC), then recovers.
 """
 
 from __future__ import annotations
@@ -80,6 +82,50 @@ def no_namespaces_phase(report: dict) -> None:
     report["unsafe"] = [r.ok, r.output]
 
 
+def kernel_root_phase(report: dict) -> None:
+    """A host whose kernel uid is 0 but that looks like uid 1000 (``unshare --user
+    --map-user=1000``): strict mode refuses; unsafe mode keeps /proc and keyrings contained."""
+    from spark_jax.tools import ToolsConfig, configure, run_tool
+    from spark_jax.tools.sandbox import sandbox_layers
+    from spark_jax.tools.sandbox_types import SandboxSettings
+    from tests.tools import attacks
+
+    configure(ToolsConfig(prefork=False))
+    report["python"] = run_tool("python", "print(1)").error
+    report["layers"] = sandbox_layers(SandboxSettings(mode="unsafe"))
+    configure(ToolsConfig(prefork=False, sandbox_mode="unsafe"))
+    found = {}
+    for name in ("proc_kernel", "keyring"):
+        r = run_tool("python", attacks.program(name, os.getpid()), timeout_s=20)
+        found.update({f"{name}: {k}": v for k, v in attacks.successes(r).items()})
+    report["attacks_that_worked"] = found
+
+
+def eagain_phase(report: dict) -> None:
+    """Real host pressure: RLIMIT_NPROC (soft) just above what this uid runs, so that the host's
+    own fork (and thread start) fails with EAGAIN; run_tool must answer, then recover."""
+    import resource
+    import subprocess
+
+    from spark_jax.tools import ToolsConfig, configure, run_tool
+
+    configure(ToolsConfig(prefork=False))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    resource.setrlimit(resource.RLIMIT_NPROC, (2, hard))
+    try:
+        squeezed = {tool: run_tool(tool, arg) for tool, arg in (("units", "1 m to cm"), ("python", "print(6 * 7)"))}
+        try:
+            subprocess.run(["true"], check=True)
+            report["host_spawn_while_squeezed"] = "ok"
+        except OSError as e:
+            report["host_spawn_while_squeezed"] = f"{type(e).__name__}: {e}"
+    finally:
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
+    report["squeezed"] = {k: [r.ok, r.error] for k, r in squeezed.items()}
+    report["after"] = {tool: [r.ok, r.output] for tool, r in
+                       (("units", run_tool("units", "1 m to cm")), ("python", run_tool("python", "print(6 * 7)")))}
+
+
 def main() -> None:
     os.environ["OPENAI_API_KEY"] = SECRET
     report = {"euid": os.geteuid()}
@@ -90,6 +136,10 @@ def main() -> None:
             deny_unshare(but_user_namespaces=True)
         report["layers"] = sandbox_layers()
         attacks_phase(report)
+    elif sys.argv[1] == "kernel-root":
+        kernel_root_phase(report)
+    elif sys.argv[1] == "eagain":
+        eagain_phase(report)
     else:
         no_namespaces_phase(report)
     print(json.dumps(report))

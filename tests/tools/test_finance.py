@@ -49,3 +49,42 @@ def test_worked_examples(call, expected, formula):
 def test_bad_input(call, fragment):
     r = run_tool("finance", call)
     assert not r.ok and fragment in r.error
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "1" * 1999 + "%",  # the longest input the tool reads, all digits: no % to match at the end
+        "fv(" + "1" * 1990 + ")",
+        "." * 1000 + "1" * 999,
+        "1 " * 999,
+    ],
+    ids=["digits then %", "digit run in a call", "dots then digits", "spaced digits"],
+)
+def test_percent_parsing_is_linear_on_the_worst_inputs(argument):
+    """The % pattern runs before the expression parser: on a digit run it must not retry every
+    suffix (a quadratic pattern took ~0.2 s per 2,000 digits, and 20,000 digits held a worker
+    for its whole timeout). Measured on the pattern itself, in this process."""
+    import time
+
+    from spark_jax.tools.finance import _PERCENT
+
+    start = time.perf_counter()
+    for _ in range(20):
+        _PERCENT.sub(r"(\1/100)", argument)
+    assert (time.perf_counter() - start) / 20 < 0.005
+
+
+@pytest.mark.parametrize("length", [2001, 19_990])
+def test_long_digit_runs_are_refused_before_any_pattern(length):
+    import time
+
+    start = time.perf_counter()
+    r = run_tool("finance", "1" * length, timeout_s=5)
+    assert not r.ok and "longer than 2000 characters" in r.error, r.error
+    assert time.perf_counter() - start < 1.0
+
+
+def test_percent_still_means_hundredths():
+    r = run_tool("finance", "fv(5%, 10, 1000)")
+    assert r.ok and r.output.startswith("fv(rate=0.05, nper=10, pv=1000) = 1628.89"), r.output

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import spark_jax.tools as tools
-from spark_jax.tools import ToolsConfig, run_tool
+from spark_jax.tools import ToolsConfig, run_tool, sandbox_cgroup
 from spark_jax.tools.sandbox import _python_installation, run_python, sandbox_layers
 from spark_jax.tools.sandbox_cleanup import WORKDIR_PREFIX, processes_of_uid, sweep_stale_workdirs, sysv_ipc_objects
 from spark_jax.tools.sandbox_seccomp import ALLOWED, SIGNALS
@@ -114,8 +114,9 @@ def test_argument_filters_allow_only_listed_commands():
 
 def test_ipc_objects_die_with_the_call_even_without_seccomp():
     """Second layer: with the seccomp filter left off (unsafe mode), SysV objects a program makes
-    live in its own IPC namespace: the host never sees them, the next call starts empty."""
-    settings = SandboxSettings(mode="unsafe", disable=("seccomp",))
+    live in its own IPC namespace: the host never sees them, the next call starts empty. (With
+    /proc masked instead of subset=pid, so that the namespace's /proc/sysvipc can be read.)"""
+    settings = SandboxSettings(mode="unsafe", disable=("seccomp", "proc_subset"))
     make = (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "print(libc.shmget(0, 1 << 20, 0o1000 | 0o600), libc.msgget(0, 0o1000 | 0o600),"
@@ -231,6 +232,11 @@ def test_nothing_outlives_a_killed_host(mode):
     assert not [p for p in pids if _alive(p)]
     if info["uid"] is not None:
         assert processes_of_uid(info["uid"]) == []
+    parent, _kind = sandbox_cgroup.pids_parent()
+    if parent is not None:  # the killed host's task-limit cgroup: removed by the next host
+        stale = [n for n in os.listdir(parent) if n.startswith(f"{sandbox_cgroup.PREFIX}{host.pid}-")]
+        assert stale and set(stale) <= set(sandbox_cgroup.sweep_stale(parent))
+        assert not [n for n in os.listdir(parent) if n.startswith(f"{sandbox_cgroup.PREFIX}{host.pid}-")]
     if mode == "strict":
         assert info["workdir"] is None
         assert not [n for n in os.listdir("/tmp") if n.startswith(f"{WORKDIR_PREFIX}{host.pid}-")]
