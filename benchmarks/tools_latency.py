@@ -24,7 +24,7 @@ from _timing import percentile  # this folder (run as a script)
 
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
-from spark_jax.tools.sandbox import close_pools
+from spark_jax.tools.isolation.sandbox import close_pools
 
 ARGS = {
     "calculator": "sqrt(2) * (3.5 + 4)^2 / log(10)",

@@ -20,7 +20,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.sandbox:
         from spark_jax.tools import current_config
         from spark_jax.tools.python_tool import sandbox_settings
-        from spark_jax.tools.sandbox import sandbox_layers
+        from spark_jax.tools.isolation.sandbox import sandbox_layers
 
         layers = sandbox_layers(sandbox_settings(current_config(), ()))
         mode = layers.get("mode", "?")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
 from spark_jax.tools.config import ToolsConfig
-from spark_jax.tools.sandbox import run_python
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.sandbox import run_python
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 
 
 def sandbox_settings(config: ToolsConfig, preload: tuple[str, ...]) -> SandboxSettings:

@@ -13,8 +13,8 @@ import pytest
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
 from spark_jax.tools.python_tool import sandbox_settings
-from spark_jax.tools.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
-from tests.tools.attacks import snapshot
+from spark_jax.tools.isolation.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
+from tests.tools.isolation.attacks import snapshot
 
 TIMEOUT = 2.0
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"

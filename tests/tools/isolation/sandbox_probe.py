@@ -1,9 +1,9 @@
-"""A host process for test_sandbox_rootless.py, run as ``python -m tests.tools.sandbox_probe
-PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, or ``tests.tools.plain_user``, a real
+"""A host process for test_sandbox_rootless.py, run as ``python -m tests.tools.isolation.sandbox_probe
+PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, or ``tests.tools.isolation.plain_user``, a real
 non-root host).
 Prints one JSON report on its last line.
 
-PHASE "attacks": every attack class of tests/tools/attacks.py through run_tool, plus the secret,
+PHASE "attacks": every attack class of tests/tools/isolation/attacks.py through run_tool, plus the secret,
 IPC and file checks, sympy and a runaway host-side tool. PHASE "root-without-cap-sys-admin":
 the same after making unshare() without CLONE_NEWUSER fail, as for a root in a container.
 PHASE "no-namespaces": first makes unshare() fail in this process and its children (as Docker's
@@ -47,9 +47,9 @@ def deny_unshare(but_user_namespaces: bool = False) -> None:
 
 def attacks_phase(report: dict) -> None:
     from spark_jax.tools import ToolsConfig, configure, run_tool
-    from spark_jax.tools.sandbox_cleanup import sysv_ipc_objects
+    from spark_jax.tools.isolation.sandbox_cleanup import sysv_ipc_objects
     from tests.tools import attacks
-    from tests.tools.worker_tools import RunawayTool
+    from tests.tools.isolation.worker_tools import RunawayTool
 
     configure(ToolsConfig(prefork=False))
     ipc, files = sysv_ipc_objects(), attacks.snapshot()
@@ -86,8 +86,8 @@ def kernel_root_phase(report: dict) -> None:
     """A host whose kernel uid is 0 but that looks like uid 1000 (``unshare --user
     --map-user=1000``): strict mode refuses; unsafe mode keeps /proc and keyrings contained."""
     from spark_jax.tools import ToolsConfig, configure, run_tool
-    from spark_jax.tools.sandbox import sandbox_layers
-    from spark_jax.tools.sandbox_types import SandboxSettings
+    from spark_jax.tools.isolation.sandbox import sandbox_layers
+    from spark_jax.tools.isolation.sandbox_types import SandboxSettings
     from tests.tools import attacks
 
     configure(ToolsConfig(prefork=False))
@@ -129,7 +129,7 @@ def eagain_phase(report: dict) -> None:
 def main() -> None:
     os.environ["OPENAI_API_KEY"] = SECRET
     report = {"euid": os.geteuid()}
-    from spark_jax.tools.sandbox import sandbox_layers
+    from spark_jax.tools.isolation.sandbox import sandbox_layers
 
     if sys.argv[1] in ("attacks", "root-without-cap-sys-admin"):
         if sys.argv[1] != "attacks":
