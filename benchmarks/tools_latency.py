@@ -78,7 +78,7 @@ def main() -> None:
     ref = report("reference_python_subprocess", measure(
         lambda: subprocess.run([sys.executable, "-I", "-c", "pass"], check=True), args.calls))
     lines = {}
-    tools.configure(ToolsConfig(search_corpus="demo", prefork=True))
+    tools.configure(ToolsConfig(search_corpus="demo", sandbox_prefork=True))
     for name in tools.TOOL_NAMES:
         if name in ("python", "sympy"):
             continue
@@ -90,7 +90,7 @@ def main() -> None:
     lines["python_b2b"] = report("python", measure(checked("python", ARGS["python"]), args.calls),
                                  mode="back_to_back")
     close_pools()
-    tools.configure(ToolsConfig(search_corpus="demo", prefork=False))
+    tools.configure(ToolsConfig(search_corpus="demo", sandbox_prefork=False))
     lines["python_cold"] = report("python", measure(checked("python", ARGS["python"]), args.calls),
                                   mode="cold")
     # The machine is shared: measure the reference again and use both, so that a load change

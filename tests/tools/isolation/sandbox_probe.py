@@ -51,7 +51,7 @@ def attacks_phase(report: dict) -> None:
     from tests.tools import attacks
     from tests.tools.isolation.worker_tools import RunawayTool
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     ipc, files = sysv_ipc_objects(), attacks.snapshot()
     found, leaked = {}, []
     for name in attacks.ATTACKS:
@@ -90,10 +90,10 @@ def kernel_root_phase(report: dict) -> None:
     from spark_jax.tools.isolation.sandbox_types import SandboxSettings
     from tests.tools import attacks
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     report["python"] = run_tool("python", "print(1)").error
     report["layers"] = sandbox_layers(SandboxSettings(mode="unsafe"))
-    configure(ToolsConfig(prefork=False, sandbox_mode="unsafe"))
+    configure(ToolsConfig(sandbox_prefork=False, sandbox_mode="unsafe"))
     found = {}
     for name in ("proc_kernel", "keyring"):
         r = run_tool("python", attacks.program(name, os.getpid()), timeout_s=20)
@@ -109,7 +109,7 @@ def eagain_phase(report: dict) -> None:
 
     from spark_jax.tools import ToolsConfig, configure, run_tool
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     resource.setrlimit(resource.RLIMIT_NPROC, (2, hard))
     try:

@@ -39,7 +39,7 @@ def _ipcs() -> str:
 def guarded(monkeypatch):
     """A secret in the host's environment; afterwards no new IPC object, file or workdir."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    tools.configure(ToolsConfig(prefork=False))
+    tools.configure(ToolsConfig(sandbox_prefork=False))
     ipcs, files = _ipcs(), attacks.snapshot()
     yield
     assert _ipcs() == ipcs, "IPC objects appeared on the host"
