@@ -8,8 +8,8 @@ import pathlib
 
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
-from spark_jax.tools.python_tool import sandbox_settings
 from spark_jax.tools.isolation.sandbox import run_python
+from spark_jax.tools.python_tool import sandbox_settings
 
 _RUNNER = (pathlib.Path(__file__).parent / "sympy_runner.py").read_text()
 

@@ -12,8 +12,8 @@ import pytest
 
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
-from spark_jax.tools.python_tool import sandbox_settings
 from spark_jax.tools.isolation.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
+from spark_jax.tools.python_tool import sandbox_settings
 from tests.tools.isolation.attacks import snapshot
 
 TIMEOUT = 2.0

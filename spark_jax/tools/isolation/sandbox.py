@@ -31,9 +31,9 @@ import threading
 import time
 
 from spark_jax.tools.isolation import sandbox_cgroup, sandbox_cleanup, seccomp, spawn
+from spark_jax.tools.isolation.child.confine import PID_LINE
 from spark_jax.tools.isolation.child.sandbox_main import FAILED, READY
 from spark_jax.tools.isolation.sandbox_cleanup import WORKDIR_PREFIX, kill_uid, processes_of_uid
-from spark_jax.tools.isolation.child.confine import PID_LINE
 from spark_jax.tools.isolation.sandbox_types import SandboxOutcome, SandboxSettings
 
 log = logging.getLogger(__name__)

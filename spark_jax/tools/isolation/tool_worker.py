@@ -27,8 +27,8 @@ import sys
 import threading
 import time
 
-from spark_jax.tools.isolation import seccomp, spawn
 from spark_jax.tools.config import ToolsConfig
+from spark_jax.tools.isolation import seccomp, spawn
 from spark_jax.tools.result import ToolResult
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ def deny_unshare(but_user_namespaces: bool = False) -> None:
 def attacks_phase(report: dict) -> None:
     from spark_jax.tools import ToolsConfig, configure, run_tool
     from spark_jax.tools.isolation.sandbox_cleanup import sysv_ipc_objects
-    from tests.tools import attacks
+    from tests.tools.isolation import attacks
     from tests.tools.isolation.worker_tools import RunawayTool
 
     configure(ToolsConfig(sandbox_prefork=False))
@@ -88,7 +88,7 @@ def kernel_root_phase(report: dict) -> None:
     from spark_jax.tools import ToolsConfig, configure, run_tool
     from spark_jax.tools.isolation.sandbox import sandbox_layers
     from spark_jax.tools.isolation.sandbox_types import SandboxSettings
-    from tests.tools import attacks
+    from tests.tools.isolation import attacks
 
     configure(ToolsConfig(sandbox_prefork=False))
     report["python"] = run_tool("python", "print(1)").error

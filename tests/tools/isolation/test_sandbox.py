@@ -8,10 +8,10 @@ import tempfile
 
 import pytest
 
-from spark_jax.tools.isolation.sandbox import processes_of_uid, run_python
 from spark_jax.tools.isolation.child.sandbox_main import compile_with_echo
-from spark_jax.tools.isolation.seccomp import compile_filter
+from spark_jax.tools.isolation.sandbox import processes_of_uid, run_python
 from spark_jax.tools.isolation.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.seccomp import compile_filter
 
 ROOT = os.geteuid() == 0
 

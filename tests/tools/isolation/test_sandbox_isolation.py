@@ -20,9 +20,9 @@ from spark_jax.tools import ToolsConfig, run_tool
 from spark_jax.tools.isolation import sandbox_cgroup
 from spark_jax.tools.isolation.sandbox import _python_installation, run_python, sandbox_layers
 from spark_jax.tools.isolation.sandbox_cleanup import WORKDIR_PREFIX, processes_of_uid, sweep_stale_workdirs, sysv_ipc_objects
-from spark_jax.tools.isolation.seccomp import ALLOWED, SIGNALS
 from spark_jax.tools.isolation.sandbox_types import SandboxSettings
-from tests.tools import attacks
+from spark_jax.tools.isolation.seccomp import ALLOWED, SIGNALS
+from tests.tools.isolation import attacks
 
 SECRET = "sk-test-DO-NOT-LEAK-17"
 REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root

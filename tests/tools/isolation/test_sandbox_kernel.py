@@ -15,10 +15,10 @@ import sys
 import pytest
 
 from spark_jax.tools.isolation import sandbox_cgroup
-from spark_jax.tools.isolation.sandbox import Worker, run_python
 from spark_jax.tools.isolation.child.confine import kernel_uid_is_root
+from spark_jax.tools.isolation.sandbox import Worker, run_python
 from spark_jax.tools.isolation.sandbox_types import SandboxSettings
-from tests.tools import attacks
+from tests.tools.isolation import attacks
 
 ROOT = os.geteuid() == 0
 REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root

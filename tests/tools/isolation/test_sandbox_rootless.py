@@ -85,8 +85,8 @@ def test_root_without_unshare_is_refused_where_a_fresh_uid_cannot_read_python():
     """As this host's root, whose Python may sit under a directory only root can enter."""
     if os.geteuid() != 0:
         pytest.skip("needs a root host")
-    from spark_jax.tools.isolation.sandbox import _python_installation
     from spark_jax.tools.isolation.child.sandbox_main import _closed_ancestor
+    from spark_jax.tools.isolation.sandbox import _python_installation
 
     closed = next((p for p in _python_installation() if _closed_ancestor(p)), None)
     if closed is None:
