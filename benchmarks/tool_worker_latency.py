@@ -1,8 +1,8 @@
 """Warm-call latency of the host-side tools in their killable worker process, against the old
 in-process path (``Tool.run_here``), timed alternately in the same run.
 
-Since issue 17 calculator, units, finance, chemistry, constants and search run in a worker
-process (spark_jax.tools.tool_worker) so that a runaway input can be stopped. A warm call adds a
+Calculator, units, finance, chemistry, constants and search run in a worker process
+(spark_jax.tools.isolation.tool_worker) so that a runaway input can be stopped. A warm call adds a
 pipe round trip and JSON both ways; the target is a median under 10 ms for calculator, units and
 finance. Calls alternate worker, in-process, worker, ... (``_timing.interleaved_times``, one
 untimed call of each first, which also starts the worker), so both sides see the same machine.

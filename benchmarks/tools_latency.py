@@ -24,7 +24,7 @@ from _timing import percentile  # this folder (run as a script)
 
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
-from spark_jax.tools.sandbox import close_pools
+from spark_jax.tools.isolation.sandbox import close_pools
 
 ARGS = {
     "calculator": "sqrt(2) * (3.5 + 4)^2 / log(10)",
@@ -78,7 +78,7 @@ def main() -> None:
     ref = report("reference_python_subprocess", measure(
         lambda: subprocess.run([sys.executable, "-I", "-c", "pass"], check=True), args.calls))
     lines = {}
-    tools.configure(ToolsConfig(search_corpus="demo", prefork=True))
+    tools.configure(ToolsConfig(search_corpus="demo", sandbox_prefork=True))
     for name in tools.TOOL_NAMES:
         if name in ("python", "sympy"):
             continue
@@ -90,7 +90,7 @@ def main() -> None:
     lines["python_b2b"] = report("python", measure(checked("python", ARGS["python"]), args.calls),
                                  mode="back_to_back")
     close_pools()
-    tools.configure(ToolsConfig(search_corpus="demo", prefork=False))
+    tools.configure(ToolsConfig(search_corpus="demo", sandbox_prefork=False))
     lines["python_cold"] = report("python", measure(checked("python", ARGS["python"]), args.calls),
                                   mode="cold")
     # The machine is shared: measure the reference again and use both, so that a load change

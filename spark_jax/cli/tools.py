@@ -19,8 +19,8 @@ def _list(args: argparse.Namespace) -> int:
             print(f"    input: {tool.argument_format}")
     if args.sandbox:
         from spark_jax.tools import current_config
+        from spark_jax.tools.isolation.sandbox import sandbox_layers
         from spark_jax.tools.python_tool import sandbox_settings
-        from spark_jax.tools.sandbox import sandbox_layers
 
         layers = sandbox_layers(sandbox_settings(current_config(), ()))
         mode = layers.get("mode", "?")

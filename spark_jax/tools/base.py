@@ -9,9 +9,9 @@ import logging
 import time
 
 from spark_jax.tools.config import ToolsConfig
+from spark_jax.tools.isolation.tool_worker import run_in_worker
 from spark_jax.tools.result import ToolInputError, ToolResult, truncate
 from spark_jax.tools.sanitize import clean_text
-from spark_jax.tools.tool_worker import run_in_worker
 
 log = logging.getLogger(__name__)
 

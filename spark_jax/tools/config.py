@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
+
+# Old field name -> new field name, in the order of the InitVars at the end of ToolsConfig.
+RENAMED = {
+    "python_memory_mb": "sandbox_memory_mb",
+    "python_disk_mb": "sandbox_disk_mb",
+    "python_max_processes": "sandbox_max_processes",
+    "python_max_open_files": "sandbox_max_open_files",
+    "python_capture_bytes": "sandbox_capture_bytes",
+    "prefork": "sandbox_prefork",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,16 +29,17 @@ class ToolsConfig:
     sympy_timeout_s: float = 10.0
     max_output_chars: int = 4000  # what a tool returns to the model; longer output is cut
     max_argument_chars: int = 20000  # longer arguments are refused, not run
-    python_memory_mb: int = 1024  # RLIMIT_AS of the sandboxed process
-    python_disk_mb: int = 64  # size of the sandbox's working directory (tmpfs) / largest file
-    python_max_processes: int = 16  # RLIMIT_NPROC for the sandbox's own uid
-    python_max_open_files: int = 64  # RLIMIT_NOFILE
-    python_capture_bytes: int = 1_000_000  # stdout+stderr past this stops the program
+    # The sandbox that runs python and sympy: limits of each call's confined process.
+    sandbox_memory_mb: int = 1024  # RLIMIT_AS of the sandboxed process
+    sandbox_disk_mb: int = 64  # size of the sandbox's working directory (tmpfs) / largest file
+    sandbox_max_processes: int = 16  # task limit of the sandbox's own uid or user namespace
+    sandbox_max_open_files: int = 64  # RLIMIT_NOFILE
+    sandbox_capture_bytes: int = 1_000_000  # stdout+stderr past this stops the program
     python_preload: tuple[str, ...] = ()  # modules a warm worker imports before code arrives
     sympy_preload: tuple[str, ...] = (
         "sympy", "sympy.integrals.manualintegrate", "sympy.integrals.heurisch", "sympy.integrals.risch",
     )
-    prefork: bool = True  # keep one warm, unused sandbox worker per tool ready
+    sandbox_prefork: bool = True  # keep one warm, unused sandbox worker per tool ready
     # A fresh uid per worker when root, from a range no system or container tooling uses
     # (systemd's dynamic users sit at 61184-65519, nspawn ranges end below 1879048192).
     sandbox_uid_range: tuple[int, int] = (2_000_000_000, 2_100_000_000)
@@ -42,8 +54,16 @@ class ToolsConfig:
     # that a timeout can kill; at most this many at once (more calls wait for a free one).
     host_tool_workers: int = 4
     host_tool_memory_mb: int = 4096  # RLIMIT_AS of each of those workers
+    # Older names of the sandbox fields, still accepted (with a DeprecationWarning); not stored.
+    python_memory_mb: dataclasses.InitVar[int | None] = None
+    python_disk_mb: dataclasses.InitVar[int | None] = None
+    python_max_processes: dataclasses.InitVar[int | None] = None
+    python_max_open_files: dataclasses.InitVar[int | None] = None
+    python_capture_bytes: dataclasses.InitVar[int | None] = None
+    prefork: dataclasses.InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, *old: object) -> None:
+        self._take_renamed(old)
         for name in ("default_timeout_s", "python_timeout_s", "sympy_timeout_s"):
             v = getattr(self, name)
             if not (0 < v <= 3600):
@@ -51,11 +71,11 @@ class ToolsConfig:
         for name, low in (
             ("max_output_chars", 100),
             ("max_argument_chars", 10),
-            ("python_memory_mb", 128),
-            ("python_disk_mb", 1),
-            ("python_max_processes", 1),
-            ("python_max_open_files", 16),
-            ("python_capture_bytes", 1000),
+            ("sandbox_memory_mb", 128),
+            ("sandbox_disk_mb", 1),
+            ("sandbox_max_processes", 1),
+            ("sandbox_max_open_files", 16),
+            ("sandbox_capture_bytes", 1000),
             ("search_top_k", 1),
             ("host_tool_workers", 1),
             ("host_tool_memory_mb", 512),
@@ -77,6 +97,22 @@ class ToolsConfig:
             raise ValueError(
                 f"ToolsConfig.sandbox_mode must be 'strict', 'unsafe' or None, got {self.sandbox_mode!r}"
             )
+
+    def _take_renamed(self, old_values: tuple[object, ...]) -> None:
+        """Moves values given under an old name (``RENAMED``, in InitVar order) to the new one."""
+        defaults = ToolsConfig.__dataclass_fields__
+        for (old, new), value in zip(RENAMED.items(), old_values, strict=True):
+            if value is None:
+                continue
+            current = getattr(self, new)
+            if current != defaults[new].default and current != value:
+                raise ValueError(
+                    f"ToolsConfig: {old}={value!r} and {new}={current!r} both given; "
+                    f"{old} is the old name of {new}, give only {new}"
+                )
+            warnings.warn(f"ToolsConfig.{old} is now {new} (it limits the sandbox of python and "
+                          f"sympy alike); the old name will go", DeprecationWarning, stacklevel=4)
+            object.__setattr__(self, new, value)
 
     def resolved_sandbox_mode(self) -> str:
         """The configured mode, else $SPARK_SANDBOX_MODE, else "strict"."""

@@ -5,17 +5,17 @@ from __future__ import annotations
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
 from spark_jax.tools.config import ToolsConfig
-from spark_jax.tools.sandbox import run_python
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.sandbox import run_python
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 
 
 def sandbox_settings(config: ToolsConfig, preload: tuple[str, ...]) -> SandboxSettings:
     return SandboxSettings(
-        memory_mb=config.python_memory_mb,
-        disk_mb=config.python_disk_mb,
-        max_processes=config.python_max_processes,
-        max_open_files=config.python_max_open_files,
-        capture_bytes=config.python_capture_bytes,
+        memory_mb=config.sandbox_memory_mb,
+        disk_mb=config.sandbox_disk_mb,
+        max_processes=config.sandbox_max_processes,
+        max_open_files=config.sandbox_max_open_files,
+        capture_bytes=config.sandbox_capture_bytes,
         preload=tuple(preload),
         uid_range=tuple(config.sandbox_uid_range),
         mode=config.resolved_sandbox_mode(),
@@ -39,7 +39,7 @@ class PythonTool(Tool):
 
     def _run(self, argument: str, timeout_s: float) -> ToolResult:
         settings = sandbox_settings(self.config, self.config.python_preload)
-        outcome = run_python(argument, timeout_s, settings, prefork=self.config.prefork)
+        outcome = run_python(argument, timeout_s, settings, prefork=self.config.sandbox_prefork)
         text = combine_streams(outcome.stdout, outcome.stderr)
         if outcome.ok:
             return ToolResult(True, text if text else "(no output; use print())", None, 0.0)

@@ -13,6 +13,7 @@ import json
 import pathlib
 import threading
 
+from spark_jax.core.jsonl import iter_jsonl
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolInputError
 
@@ -30,20 +31,14 @@ def read_corpus(path: str | pathlib.Path) -> list[dict]:
     p = pathlib.Path(path)
     docs = []
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
+        for where, doc in iter_jsonl(p, error=CorpusError):
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) or not doc["text"].strip():
+                raise CorpusError(f"{where}: each line must be an object with a non-empty 'text'")
+            lineno = where.rpartition(":")[2]
+            docs.append({"id": str(doc.get("id", f"line-{lineno}")), "title": str(doc.get("title", "")),
+                         "text": doc["text"]})
+    except (OSError, UnicodeDecodeError) as e:
         raise CorpusError(f"cannot read corpus {p}: {e}") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{p}:{lineno}: not valid JSON: {e.msg}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) or not doc["text"].strip():
-            raise CorpusError(f"{p}:{lineno}: each line must be an object with a non-empty 'text'")
-        docs.append({"id": str(doc.get("id", f"line-{lineno}")), "title": str(doc.get("title", "")),
-                     "text": doc["text"]})
     if not docs:
         raise CorpusError(f"corpus {p} has no documents")
     return docs

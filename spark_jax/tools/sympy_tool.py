@@ -8,8 +8,8 @@ import pathlib
 
 from spark_jax.protocol.action_specs import action_spec
 from spark_jax.tools.base import Tool, ToolResult
+from spark_jax.tools.isolation.sandbox import run_python
 from spark_jax.tools.python_tool import sandbox_settings
-from spark_jax.tools.sandbox import run_python
 
 _RUNNER = (pathlib.Path(__file__).parent / "sympy_runner.py").read_text()
 
@@ -26,7 +26,7 @@ class SympyTool(Tool):
         # repr() of a str is a Python string literal: the request stays data in the program.
         program = f"{_RUNNER}\nmain({argument!r})\n"
         settings = sandbox_settings(self.config, self.config.sympy_preload)
-        outcome = run_python(program, timeout_s, settings, prefork=self.config.prefork)
+        outcome = run_python(program, timeout_s, settings, prefork=self.config.sandbox_prefork)
         if outcome.ok:
             return ToolResult(True, outcome.stdout.strip(), None, 0.0)
         err = outcome.error_message(timeout_s) or "failed"

@@ -63,7 +63,7 @@ def test_tools_sandbox_shows_the_mode(capsys):
 
 
 def test_tools_sandbox_states_the_task_limit(capsys, monkeypatch):
-    import spark_jax.tools.sandbox as sandbox
+    import spark_jax.tools.isolation.sandbox as sandbox
 
     assert main(["tools", "--sandbox"]) == 0
     out = capsys.readouterr().out

@@ -12,9 +12,9 @@ import pytest
 
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
+from spark_jax.tools.isolation.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
 from spark_jax.tools.python_tool import sandbox_settings
-from spark_jax.tools.sandbox import close_pools, processes_of_uid, run_python, sandbox_layers
-from tests.tools.attacks import snapshot
+from tests.tools.isolation.attacks import snapshot
 
 TIMEOUT = 2.0
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
@@ -29,7 +29,7 @@ def _snapshot() -> set[str]:
 @pytest.fixture
 def secret_env(monkeypatch):
     # No warm worker, so that any spark-sbx-* directory left over is a real leak.
-    tools.configure(ToolsConfig(prefork=False))
+    tools.configure(ToolsConfig(sandbox_prefork=False))
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.setenv("GITHUB_TOKEN", SECRET)
@@ -170,7 +170,7 @@ def test_no_processes_or_workdirs_remain():
 
 
 def test_calls_are_isolated_from_each_other():
-    tools.configure(ToolsConfig(prefork=True))
+    tools.configure(ToolsConfig(sandbox_prefork=True))
     before = _snapshot()
     first = run_tool("python", "open('state.txt', 'w').write('x')\nimport builtins\nbuiltins.LEAK = 1\nprint('ok')")
     assert first.ok
@@ -223,7 +223,7 @@ def test_seccomp_refuses_raw_syscalls_when_active():
 def test_concurrent_calls_from_threads():
     from concurrent.futures import ThreadPoolExecutor
 
-    tools.configure(ToolsConfig(prefork=True))
+    tools.configure(ToolsConfig(sandbox_prefork=True))
     codes = [f"print({i} * {i})" for i in range(6)]
     with ThreadPoolExecutor(max_workers=3) as ex:
         results = list(ex.map(lambda c: run_tool("python", c, timeout_s=10), codes))

@@ -4,7 +4,7 @@ import pytest
 
 import spark_jax.tools as tools
 from spark_jax.tools import ToolsConfig, run_tool
-from spark_jax.tools.search import DEMO_CORPUS, read_corpus, write_index
+from spark_jax.tools.search import DEMO_CORPUS, CorpusError, read_corpus, write_index
 
 
 def test_no_corpus_is_a_clear_error(monkeypatch):
@@ -49,13 +49,28 @@ def test_env_var_and_index_directory(tmp_path, monkeypatch):
 def test_bad_corpus_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{not json}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+    with pytest.raises(CorpusError, match=r"bad.jsonl:2: not valid JSON"):
         read_corpus(bad)
     tools.configure(ToolsConfig(search_corpus=str(bad)))
     r = run_tool("search", "ok")
     assert not r.ok and "bad.jsonl:2" in r.error
     tools.configure(ToolsConfig(search_corpus=str(tmp_path / "missing.jsonl")))
     assert "does not exist" in run_tool("search", "x").error
+
+
+def test_corpus_shape_errors_name_the_line_and_ids_default_to_it(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('\n{"text": "first"}\n\n{"id": 7, "text": "second"}\n')
+    assert [d["id"] for d in read_corpus(corpus)] == ["line-2", "7"]  # blank lines keep numbering
+    corpus.write_text('{"text": "ok"}\n["a list"]\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:2: each line must be an object"):
+        read_corpus(corpus)
+    corpus.write_bytes(b'{"text": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(CorpusError, match=r"cannot read corpus .*c.jsonl"):
+        read_corpus(corpus)
+    corpus.write_text("\n")
+    with pytest.raises(CorpusError, match=r"has no documents"):
+        read_corpus(corpus)
 
 
 def test_no_match():

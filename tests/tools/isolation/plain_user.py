@@ -1,5 +1,5 @@
 """Runs a command as a plain non-root user (kernel uid 1000, no user namespace), started by root:
-``python -m tests.tools.plain_user UID -- COMMAND...``.
+``python -m tests.tools.isolation.plain_user UID -- COMMAND...``.
 
 Hosts often keep the Python installation under a directory only root may enter (pyenv under
 /root). In a private mount namespace of this process only, each such directory on the way to the

@@ -1,8 +1,9 @@
 """The sandbox's child side: confines its own process, then runs untrusted Python read from stdin.
 
 sandbox.py starts ``python -I -c <loader> <settings-json> <sources-json>``; the loader executes
-this file with sandbox_mounts and sandbox_confine (standard library only; the host imports the
-same files in tests) and calls ``entry()``. The steps, each reported in the READY line:
+this file with sandbox_mounts and confine (this package: standard library only; the host
+imports the same files in tests) and calls ``entry()``. The steps, each reported in the READY
+line:
 
 1. Die with the host (``PR_SET_PDEATHSIG``).
 2. New mount, network, IPC and PID namespaces; without root, inside a new user namespace that
@@ -17,7 +18,7 @@ same files in tests) and calls ``entry()``. The steps, each reported in the READ
 7. A task limit: RLIMIT_NPROC for the fresh uid or inside the nested user namespace (counted
    there alone), on top of the host's pids cgroup where it has one.
 8. A fresh, empty session keyring.
-9. ``no_new_privs``, then the seccomp allow list the host compiled (sandbox_seccomp), on all
+9. ``no_new_privs``, then the seccomp allow list the host compiled (isolation.seccomp), on all
    threads.
 10. An audit hook that refuses the same operations with readable messages.
 11. Preloads, READY, then the program.
@@ -36,7 +37,7 @@ import resource
 import sys
 import traceback
 
-from spark_jax.tools.sandbox_confine import (
+from spark_jax.tools.isolation.child.confine import (
     OVERFLOW_UID,
     Unavailable,
     apply_rlimits,
@@ -52,7 +53,7 @@ from spark_jax.tools.sandbox_confine import (
     no_new_privs,
     wait_for_cgroups,
 )
-from spark_jax.tools.sandbox_mounts import MNT_DETACH, STAGING, WORKDIR, build_root
+from spark_jax.tools.isolation.child.sandbox_mounts import MNT_DETACH, STAGING, WORKDIR, build_root
 
 READY = "SANDBOX-READY "
 FAILED = "SANDBOX-FAILED "

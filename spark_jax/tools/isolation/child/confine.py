@@ -1,5 +1,6 @@
-"""Child side: namespaces, identity, limits and the syscall filter. Standard library only (this
-source runs inside the sandbox; see sandbox_child for the order of the steps).
+"""Child side: namespaces, identity, limits and the syscall filter. Standard library only: this
+source runs inside the sandbox (see sandbox_main for the order of the steps); the tool workers
+(tool_worker_main) use its limits and filter loading too.
 """
 
 import ctypes

@@ -1,6 +1,6 @@
 """The non-root mode, run for real.
 
-- A plain non-root host (kernel uid 1000, started by root through tests.tools.plain_user, which
+- A plain non-root host (kernel uid 1000, started by root through tests.tools.isolation.plain_user, which
   only makes the Python installation reachable for it) runs every attack class through the
   sandbox, which isolates itself with an unprivileged user namespace.
 - A root that may not unshare() (a container without CAP_SYS_ADMIN) switches to a fresh uid
@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root
 AS_KERNEL_ROOT_1000 = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
-PLAIN_USER = [sys.executable, "-m", "tests.tools.plain_user", "1000", "--"]
-ROOT_WITH_READABLE_PYTHON = [sys.executable, "-m", "tests.tools.plain_user", "0", "--"]
+PLAIN_USER = [sys.executable, "-m", "tests.tools.isolation.plain_user", "1000", "--"]
+ROOT_WITH_READABLE_PYTHON = [sys.executable, "-m", "tests.tools.isolation.plain_user", "0", "--"]
 
 
 def _probe(phase: str, wrapper: list[str]) -> dict:
-    out = subprocess.run([*wrapper, sys.executable, "-m", "tests.tools.sandbox_probe", phase],
+    out = subprocess.run([*wrapper, sys.executable, "-m", "tests.tools.isolation.sandbox_probe", phase],
                          cwd=REPO, capture_output=True, text=True, timeout=240,
                          env={**os.environ, "PYTHONPATH": REPO})
-    if out.returncode == 77:  # tests.tools.plain_user: this host does not allow it
+    if out.returncode == 77:  # tests.tools.isolation.plain_user: this host does not allow it
         pytest.skip(out.stderr.strip())
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -84,14 +85,14 @@ def test_root_without_unshare_is_refused_where_a_fresh_uid_cannot_read_python():
     """As this host's root, whose Python may sit under a directory only root can enter."""
     if os.geteuid() != 0:
         pytest.skip("needs a root host")
-    from spark_jax.tools.sandbox import _python_installation
-    from spark_jax.tools.sandbox_child import _closed_ancestor
+    from spark_jax.tools.isolation.child.sandbox_main import _closed_ancestor
+    from spark_jax.tools.isolation.sandbox import _python_installation
 
     closed = next((p for p in _python_installation() if _closed_ancestor(p)), None)
     if closed is None:
         pytest.skip("this host's Python is readable by every user: the switch succeeds (tested above)")
     out = subprocess.run([sys.executable, "-c", (
-        "from tests.tools.sandbox_probe import deny_unshare\n"
+        "from tests.tools.isolation.sandbox_probe import deny_unshare\n"
         "deny_unshare(but_user_namespaces=True)\n"
         "from spark_jax.tools import run_tool\n"
         "print(run_tool('python', 'print(1)').error)")],

@@ -1,5 +1,5 @@
 """Child side: the sandbox's file system, a fresh root with nothing of the host's that Python
-does not need. Standard library only: this source runs inside the sandbox (see sandbox_child).
+does not need. Standard library only: this source runs inside the sandbox (see sandbox_main).
 
 In a new mount namespace a small tmpfs becomes the root. It holds read-only binds of /usr (and
 the merged-/usr links), the Python installation and the dynamic loader's /etc files; the

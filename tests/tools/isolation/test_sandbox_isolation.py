@@ -1,12 +1,13 @@
 """Issue 17's attack classes against the python sandbox, as this host runs it (as root in CI; the
 non-root mode is test_sandbox_rootless.py): each class is a program trying several variants
-(tests/tools/attacks.py), and nothing may work, leak, stay behind or reach the host."""
+(tests/tools/isolation/attacks.py), and nothing may work, leak, stay behind or reach the host."""
 
 from __future__ import annotations
 
 import ctypes
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -15,15 +16,16 @@ import time
 import pytest
 
 import spark_jax.tools as tools
-from spark_jax.tools import ToolsConfig, run_tool, sandbox_cgroup
-from spark_jax.tools.sandbox import _python_installation, run_python, sandbox_layers
-from spark_jax.tools.sandbox_cleanup import WORKDIR_PREFIX, processes_of_uid, sweep_stale_workdirs, sysv_ipc_objects
-from spark_jax.tools.sandbox_seccomp import ALLOWED, SIGNALS
-from spark_jax.tools.sandbox_types import SandboxSettings
-from tests.tools import attacks
+from spark_jax.tools import ToolsConfig, run_tool
+from spark_jax.tools.isolation import sandbox_cgroup
+from spark_jax.tools.isolation.sandbox import _python_installation, run_python, sandbox_layers
+from spark_jax.tools.isolation.sandbox_cleanup import WORKDIR_PREFIX, processes_of_uid, sweep_stale_workdirs, sysv_ipc_objects
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.seccomp import ALLOWED, SIGNALS
+from tests.tools.isolation import attacks
 
 SECRET = "sk-test-DO-NOT-LEAK-17"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root
 
 
 def _ipcs() -> str:
@@ -37,7 +39,7 @@ def _ipcs() -> str:
 def guarded(monkeypatch):
     """A secret in the host's environment; afterwards no new IPC object, file or workdir."""
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    tools.configure(ToolsConfig(prefork=False))
+    tools.configure(ToolsConfig(sandbox_prefork=False))
     ipcs, files = _ipcs(), attacks.snapshot()
     yield
     assert _ipcs() == ipcs, "IPC objects appeared on the host"
@@ -91,7 +93,7 @@ def test_every_syscall_off_the_allow_list_is_refused():
 
 def test_argument_filters_allow_only_listed_commands():
     """fcntl, ioctl and prctl commands outside their lists, and clone without CLONE_THREAD."""
-    from spark_jax.tools.sandbox_seccomp import FCNTL_COMMANDS, IOCTL_COMMANDS, PRCTL_OPTIONS
+    from spark_jax.tools.isolation.seccomp import FCNTL_COMMANDS, IOCTL_COMMANDS, PRCTL_OPTIONS
 
     fcntl_other = [c for c in range(0, 1100) if c not in FCNTL_COMMANDS.values()]
     prctl_other = [o for o in range(0, 80) if o not in PRCTL_OPTIONS.values()]
@@ -192,9 +194,10 @@ def test_the_host_is_not_dumpable_once_a_tool_ran():
 
 _HOST_SCRIPT = """
 import json, sys, threading, time
-from spark_jax.tools import run_tool, tool_worker
-from spark_jax.tools.sandbox import Worker
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools import run_tool
+from spark_jax.tools.isolation import tool_worker
+from spark_jax.tools.isolation.sandbox import Worker
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 assert run_tool("calculator", "1+1").ok
 w = Worker(SandboxSettings(mode=sys.argv[1]))
 threading.Thread(target=w.run, args=("import time\\ntime.sleep(60)", 60.0), daemon=True).start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from spark_jax.tools import run_tool
-from spark_jax.tools.sandbox import _python_installation
+from spark_jax.tools.isolation.sandbox import _python_installation
 
 
 def test_workers_import_site_packages_wherever_the_venv_lives():

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from spark_jax.tools import ToolsConfig, configure, run_tool
-from spark_jax.tools.tool_worker import _POOL
-from tests.tools.worker_tools import BusyLoopTool, NoisyTool, RunawayTool
+from spark_jax.tools.isolation.tool_worker import _POOL
+from tests.tools.isolation.worker_tools import BusyLoopTool, NoisyTool, RunawayTool
 
 TIMEOUT = 1.0
 MARGIN = 1.0  # "within its timeout plus about one second"

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from spark_jax.tools import ToolsConfig, run_tool
-from spark_jax.tools.sandbox import close_pools
-from spark_jax.tools.tool_worker import _POOL
-from tests.tools.worker_tools import RunawayTool
+from spark_jax.tools.isolation.sandbox import close_pools
+from spark_jax.tools.isolation.tool_worker import _POOL
+from tests.tools.isolation.worker_tools import RunawayTool
 
 
 def _eagain(*args, **kwargs):
@@ -61,7 +61,7 @@ def test_a_warm_sandbox_worker_that_cannot_start(monkeypatch):
     """With prefork, the call's own worker starts but the warm one for the next call cannot:
     the call still answers, and the next call starts its own."""
     close_pools()
-    from spark_jax.tools import sandbox
+    from spark_jax.tools.isolation import sandbox
 
     real = sandbox.Worker
     started = []

@@ -21,7 +21,7 @@ import sys
 
 from spark_jax.tools import base
 from spark_jax.tools.config import ToolsConfig
-from spark_jax.tools.sandbox_confine import Unavailable, die_with_parent, load_seccomp, no_new_privs
+from spark_jax.tools.isolation.child.confine import Unavailable, die_with_parent, load_seccomp, no_new_privs
 
 READY = "READY"
 

@@ -1,6 +1,6 @@
 """The sandbox's kernel-facing layers, each alone: /proc (subset=pid, or masks), the kernel-uid
 check of the user-namespace mode, the task limit (pids cgroup and RLIMIT_NPROC) and the fresh
-session keyring. The attack programs are in tests/tools/attacks.py; the non-root modes run them
+session keyring. The attack programs are in tests/tools/isolation/attacks.py; the non-root modes run them
 in test_sandbox_rootless.py. Nothing here changes a sysctl: a write only writes back the value
 already there, and the thread bombs stop at 400 tasks."""
 
@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from spark_jax.tools import sandbox_cgroup
-from spark_jax.tools.sandbox import Worker, run_python
-from spark_jax.tools.sandbox_confine import kernel_uid_is_root
-from spark_jax.tools.sandbox_types import SandboxSettings
-from tests.tools import attacks
+from spark_jax.tools.isolation import sandbox_cgroup
+from spark_jax.tools.isolation.child.confine import kernel_uid_is_root
+from spark_jax.tools.isolation.sandbox import Worker, run_python
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
+from tests.tools.isolation import attacks
 
 ROOT = os.geteuid() == 0
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root
 
 
 def _attack(name: str, settings: SandboxSettings):
@@ -76,8 +77,8 @@ def test_kernel_uid_zero_is_recognised(tmp_path):
 
 _KEYRING_HOST = r'''
 import ctypes, json, sys
-from spark_jax.tools.sandbox import run_python
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.sandbox import run_python
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 # This host's own session keyring, with one key in it (as a login session would have).

@@ -8,10 +8,10 @@ import tempfile
 
 import pytest
 
-from spark_jax.tools.sandbox import processes_of_uid, run_python
-from spark_jax.tools.sandbox_child import compile_with_echo
-from spark_jax.tools.sandbox_seccomp import compile_filter
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.child.sandbox_main import compile_with_echo
+from spark_jax.tools.isolation.sandbox import processes_of_uid, run_python
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation.seccomp import compile_filter
 
 ROOT = os.geteuid() == 0
 
@@ -116,7 +116,7 @@ def test_workdir_is_bounded():
 
 @pytest.mark.skipif(not ROOT, reason="creating files for another uid needs root")
 def test_sweep_removes_only_the_sandbox_uids_files(tmp_path):
-    from spark_jax.tools.sandbox_cleanup import sweep_world_writable as _sweep_world_writable
+    from spark_jax.tools.isolation.sandbox_cleanup import sweep_world_writable as _sweep_world_writable
 
     uid = 65000
     shared = tempfile.mkdtemp(prefix="spark_sbx_shared_", dir="/tmp")
@@ -153,7 +153,7 @@ def test_a_warm_worker_idle_past_the_setup_allowance_still_runs(monkeypatch):
     its READY line sat unread in the pipe past the setup deadline ("exited during setup")."""
     import time
 
-    from spark_jax.tools import sandbox
+    from spark_jax.tools.isolation import sandbox
 
     monkeypatch.setattr(sandbox, "_SETUP_TIMEOUT_S", 1.0)
     pool = sandbox.SandboxPool(SandboxSettings(), prefork=True)
@@ -182,7 +182,7 @@ def test_ipc_objects_of_a_sandbox_uid_are_removed():
     import subprocess
     import sys
 
-    from spark_jax.tools.sandbox_cleanup import remove_ipc_of_uid, sysv_ipc_objects
+    from spark_jax.tools.isolation.sandbox_cleanup import remove_ipc_of_uid, sysv_ipc_objects
 
     uid, before = 2_099_999_123, sysv_ipc_objects()
     make = (f"import ctypes, os\nos.setresgid({uid}, {uid}, {uid})\nos.setresuid({uid}, {uid}, {uid})\n"

@@ -1,7 +1,7 @@
 """The host side of the Python sandbox: spawns confined worker processes, feeds them code,
 collects capped output within a wall-clock limit, and kills everything after.
 
-Each worker runs sandbox_child (see its docstring for the confinement steps) and serves exactly
+Each worker runs child.sandbox_main (see its docstring for the confinement steps) and serves exactly
 one call. In strict mode (the default) the program runs as PID 1 of its own PID namespace, in
 its own mount, network and IPC namespaces, under a fresh uid (root) or the unmapped uid of a
 user namespace (not root); killing that PID 1 ends every process, IPC object and file the call
@@ -30,33 +30,37 @@ import tempfile
 import threading
 import time
 
-from spark_jax.tools import sandbox_cgroup, sandbox_cleanup, sandbox_seccomp, spawn
-from spark_jax.tools.sandbox_child import FAILED, READY
-from spark_jax.tools.sandbox_cleanup import WORKDIR_PREFIX, kill_uid, processes_of_uid
-from spark_jax.tools.sandbox_confine import PID_LINE
-from spark_jax.tools.sandbox_types import SandboxOutcome, SandboxSettings
+from spark_jax.tools.isolation import sandbox_cgroup, sandbox_cleanup, seccomp, spawn
+from spark_jax.tools.isolation.child.confine import PID_LINE
+from spark_jax.tools.isolation.child.sandbox_main import FAILED, READY
+from spark_jax.tools.isolation.sandbox_cleanup import WORKDIR_PREFIX, kill_uid, processes_of_uid
+from spark_jax.tools.isolation.sandbox_types import SandboxOutcome, SandboxSettings
 
 log = logging.getLogger(__name__)
 
 _SETUP_TIMEOUT_S = 60.0  # interpreter start + preloads, before the call's own clock starts
 _SETUP_CPU_S = 60  # CPU seconds the bootstrap may spend on preloads
 _CGROUP_SLACK_MB = 128  # interpreter and page tables on top of RLIMIT_AS and the workdir
-_CHILD_MODULES = ("sandbox_confine", "sandbox_mounts", "sandbox_child")
-# Runs the child modules under their real names, with empty stand-ins for the packages: the
-# sandbox never imports the host's spark_jax (whose files its root does not contain).
-_LOADER = """
+_CHILD_PACKAGE = "spark_jax.tools.isolation.child"
+_CHILD_MODULES = ("confine", "sandbox_mounts", "sandbox_main")  # in import order
+# Runs the child modules under their real names, with empty stand-ins for the packages above
+# them: the sandbox never imports the host's spark_jax (whose files its root does not contain).
+_LOADER = f"""
 import json, sys, types
-for _name in ("spark_jax", "spark_jax.tools"):
+_package = {_CHILD_PACKAGE!r}
+_parts = _package.split(".")
+for _i in range(1, len(_parts) + 1):
+    _name = ".".join(_parts[:_i])
     sys.modules[_name] = types.ModuleType(_name)
     sys.modules[_name].__path__ = []
 for _name, _source in json.loads(sys.argv[2]):
     sys.modules[_name] = types.ModuleType(_name)
     sys.modules[_name].__file__ = "<sandbox>"
     exec(compile(_source, "<sandbox>", "exec"), sys.modules[_name].__dict__)
-sys.modules["spark_jax.tools.sandbox_child"].entry()
+sys.modules[_package + ".sandbox_main"].entry()
 """
 _SOURCES = json.dumps([
-    [f"spark_jax.tools.{name}", (pathlib.Path(__file__).parent / f"{name}.py").read_text()]
+    [f"{_CHILD_PACKAGE}.{name}", (pathlib.Path(__file__).parent / "child" / f"{name}.py").read_text()]
     for name in _CHILD_MODULES
 ])
 _LOGGED_LAYERS = False
@@ -128,8 +132,8 @@ class Worker:
             if root:
                 os.chown(self.workdir, uid, uid)
             os.chmod(self.workdir, 0o700)
-        program, reason = sandbox_seccomp.filter_or_reason(signals=True)
-        quiet, _ = sandbox_seccomp.filter_or_reason(signals=False)
+        program, reason = seccomp.filter_or_reason(signals=True)
+        quiet, _ = seccomp.filter_or_reason(signals=False)
         child_settings = {
             "host_pid": os.getpid(),
             "mode": settings.mode,

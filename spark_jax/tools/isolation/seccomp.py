@@ -1,4 +1,5 @@
-"""Host side: the sandbox's seccomp allow list, compiled to BPF with the system's libseccomp.
+"""Host side: the seccomp allow list of the sandbox and of the tool workers, compiled to BPF
+with the system's libseccomp (the tool workers get it without the signal calls).
 
 Every system call not listed here fails with EPERM (``clone3`` with ENOSYS, so that glibc falls
 back to ``clone``, which is allowed for threads only); calls of other ABIs (i386, x32) kill the
@@ -15,8 +16,8 @@ timers), plus their close relatives, less everything that reaches past the proce
 - no mount, namespace, keyring, BPF, perf, io_uring, userfaultfd or kernel administration.
 
 libseccomp is called through ctypes (``libseccomp.so.2``, Debian's libseccomp2): the binding is
-five functions, and the host compiles once and hands the BPF to each worker, which loads it
-with the bare ``seccomp()`` call (sandbox_confine.load_seccomp). pyseccomp also installs here,
+six functions, and the host compiles once and hands the BPF to each worker, which loads it
+with the bare ``seccomp()`` call (child.confine.load_seccomp). pyseccomp also installs here,
 but finds the library by running ``ldconfig`` at import and would add a dependency for nothing
 we use.
 """
@@ -102,7 +103,6 @@ def _lib():
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.seccomp_export_pfc.argtypes = [ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -141,14 +141,14 @@ def _build(signals: bool):
         raise
 
 
-def _export(signals: bool, exporter: str) -> bytes:
+def _export(signals: bool) -> bytes:
     ctx = _build(signals)
     lib = _lib()
     try:
         with tempfile.TemporaryFile() as f:
-            rc = getattr(lib, exporter)(ctx, f.fileno())
+            rc = lib.seccomp_export_bpf(ctx, f.fileno())
             if rc < 0:
-                raise SeccompUnavailable(f"{exporter} failed: {os.strerror(-rc)}")
+                raise SeccompUnavailable(f"seccomp_export_bpf failed: {os.strerror(-rc)}")
             f.seek(0)
             return f.read()
     finally:
@@ -159,12 +159,7 @@ def _export(signals: bool, exporter: str) -> bytes:
 def compile_filter(signals: bool = True) -> bytes:
     """The BPF program (``struct sock_filter`` array). ``signals``: allow kill/tgkill/tkill,
     for processes in a PID namespace of their own (where no one else can be named)."""
-    return _export(signals, "seccomp_export_bpf")
-
-
-def describe_filter(signals: bool = True) -> str:
-    """The filter in libseccomp's pseudo-filter-code text, for reading and for tests."""
-    return _export(signals, "seccomp_export_pfc").decode()
+    return _export(signals)
 
 
 def filter_or_reason(signals: bool = True) -> tuple[bytes, str | None]:

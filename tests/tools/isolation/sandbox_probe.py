@@ -1,9 +1,9 @@
-"""A host process for test_sandbox_rootless.py, run as ``python -m tests.tools.sandbox_probe
-PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, or ``tests.tools.plain_user``, a real
+"""A host process for test_sandbox_rootless.py, run as ``python -m tests.tools.isolation.sandbox_probe
+PHASE`` (typically under ``unshare --user --map-user=1000 --map-group=1000``, or ``tests.tools.isolation.plain_user``, a real
 non-root host).
 Prints one JSON report on its last line.
 
-PHASE "attacks": every attack class of tests/tools/attacks.py through run_tool, plus the secret,
+PHASE "attacks": every attack class of tests/tools/isolation/attacks.py through run_tool, plus the secret,
 IPC and file checks, sympy and a runaway host-side tool. PHASE "root-without-cap-sys-admin":
 the same after making unshare() without CLONE_NEWUSER fail, as for a root in a container.
 PHASE "no-namespaces": first makes unshare() fail in this process and its children (as Docker's
@@ -47,11 +47,11 @@ def deny_unshare(but_user_namespaces: bool = False) -> None:
 
 def attacks_phase(report: dict) -> None:
     from spark_jax.tools import ToolsConfig, configure, run_tool
-    from spark_jax.tools.sandbox_cleanup import sysv_ipc_objects
-    from tests.tools import attacks
-    from tests.tools.worker_tools import RunawayTool
+    from spark_jax.tools.isolation.sandbox_cleanup import sysv_ipc_objects
+    from tests.tools.isolation import attacks
+    from tests.tools.isolation.worker_tools import RunawayTool
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     ipc, files = sysv_ipc_objects(), attacks.snapshot()
     found, leaked = {}, []
     for name in attacks.ATTACKS:
@@ -86,14 +86,14 @@ def kernel_root_phase(report: dict) -> None:
     """A host whose kernel uid is 0 but that looks like uid 1000 (``unshare --user
     --map-user=1000``): strict mode refuses; unsafe mode keeps /proc and keyrings contained."""
     from spark_jax.tools import ToolsConfig, configure, run_tool
-    from spark_jax.tools.sandbox import sandbox_layers
-    from spark_jax.tools.sandbox_types import SandboxSettings
-    from tests.tools import attacks
+    from spark_jax.tools.isolation.sandbox import sandbox_layers
+    from spark_jax.tools.isolation.sandbox_types import SandboxSettings
+    from tests.tools.isolation import attacks
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     report["python"] = run_tool("python", "print(1)").error
     report["layers"] = sandbox_layers(SandboxSettings(mode="unsafe"))
-    configure(ToolsConfig(prefork=False, sandbox_mode="unsafe"))
+    configure(ToolsConfig(sandbox_prefork=False, sandbox_mode="unsafe"))
     found = {}
     for name in ("proc_kernel", "keyring"):
         r = run_tool("python", attacks.program(name, os.getpid()), timeout_s=20)
@@ -109,7 +109,7 @@ def eagain_phase(report: dict) -> None:
 
     from spark_jax.tools import ToolsConfig, configure, run_tool
 
-    configure(ToolsConfig(prefork=False))
+    configure(ToolsConfig(sandbox_prefork=False))
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     resource.setrlimit(resource.RLIMIT_NPROC, (2, hard))
     try:
@@ -129,7 +129,7 @@ def eagain_phase(report: dict) -> None:
 def main() -> None:
     os.environ["OPENAI_API_KEY"] = SECRET
     report = {"euid": os.geteuid()}
-    from spark_jax.tools.sandbox import sandbox_layers
+    from spark_jax.tools.isolation.sandbox import sandbox_layers
 
     if sys.argv[1] in ("attacks", "root-without-cap-sys-admin"):
         if sys.argv[1] != "attacks":

@@ -20,14 +20,15 @@ import dataclasses
 import json
 import logging
 import os
+import pathlib
 import selectors
 import subprocess
 import sys
 import threading
 import time
 
-from spark_jax.tools import sandbox_seccomp, spawn
 from spark_jax.tools.config import ToolsConfig
+from spark_jax.tools.isolation import seccomp, spawn
 from spark_jax.tools.result import ToolResult
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ WARM = (  # what every worker loads before its first call
     "spark_jax.tools.constants:ConstantsTool", "spark_jax.tools.search:SearchTool",
 )
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from spark_jax.tools.tool_worker_main import main; main()")
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+         "from spark_jax.tools.isolation.tool_worker_main import main; main()")
+# The directory holding spark_jax/ (this file is spark_jax/tools/isolation/tool_worker.py).
+_PACKAGE_ROOT = str(pathlib.Path(os.path.abspath(__file__)).parents[3])
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -64,7 +66,7 @@ class ToolWorker:
     """One worker process; ``call`` serves one request."""
 
     def __init__(self, memory_mb: int, config: ToolsConfig) -> None:
-        program, _reason = sandbox_seccomp.filter_or_reason(signals=False)
+        program, _reason = seccomp.filter_or_reason(signals=False)
         settings = {"host_pid": os.getpid(), "memory_mb": memory_mb, "seccomp": program.hex(),
                     "warm": list(WARM), "config": config_payload(config)}
         self.proc = spawn.popen(
@@ -214,7 +216,3 @@ def run_in_worker(tool, argument: str, timeout_s: float) -> ToolResult:
     spec = f"{type(tool).__module__}:{type(tool).__qualname__}"
     return _POOL.call(spec, tool.config, argument, timeout_s)
 
-
-def close_workers() -> None:
-    """Stops every idle tool worker (also runs at interpreter exit)."""
-    _POOL.close()

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from spark_jax.tools import sandbox_cgroup
-from spark_jax.tools.sandbox import Worker
-from spark_jax.tools.sandbox_types import SandboxSettings
+from spark_jax.tools.isolation import sandbox_cgroup
+from spark_jax.tools.isolation.sandbox import Worker
+from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 
 
 def _tree(tmp_path, controllers: str, subtree: str):
@@ -89,7 +89,7 @@ def test_the_v1_pids_hierarchy_is_found(tmp_path):
 
 
 def test_the_worker_waits_until_it_is_in_its_cgroups(tmp_path):
-    from spark_jax.tools.sandbox_confine import Unavailable, wait_for_cgroups
+    from spark_jax.tools.isolation.child.confine import Unavailable, wait_for_cgroups
 
     cgroup = tmp_path / "cgroup"
     cgroup.write_text("8:pids:/spark-sbx-1-2\n0::/\n")
