@@ -60,7 +60,6 @@ _FLAG_FIELDS = {
 
 def build_config(args: argparse.Namespace):
     """GenerateConfig from defaults < --config FILE < flags < KEY=VALUE overrides."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.config_io import load_config, parse_overrides, to_dict
     from spark_jax.rollout.config import GenerateConfig
 
@@ -79,7 +78,6 @@ def build_config(args: argparse.Namespace):
 
 def load_run_questions(cfg, args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     """The validated questions and the data's content hash."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.data import mmlu_pro
 
     source = mmlu_pro.resolve_source(cfg.data or None)
@@ -94,7 +92,6 @@ def load_run_questions(cfg, args: argparse.Namespace) -> tuple[list[dict[str, An
 
 def run_generate(args: argparse.Namespace, *, judge: Any, generator: Any, tool_runner: Any) -> int:
     """`generate` with the given backends (the CLI builds the real ones; tests inject fakes)."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.rollout.driver import generate
 
     cfg = build_config(args)
@@ -120,7 +117,6 @@ def _is_url(s: str) -> bool:
 
 def _generate(args: argparse.Namespace) -> int:
     """Builds the real judge, generator and tool runner, then runs ``run_generate``."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.distributed import is_main_process, maybe_initialize
     from spark_jax.judge import JudgeConfig, build_judge
     from spark_jax.rollout.generators import GeneratorConfig, build_generator
@@ -150,7 +146,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.rollout.export import export_jsonl, summarize_run
 
     n = export_jsonl(args.run_dir, args.jsonl)

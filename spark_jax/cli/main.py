@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.jax_setup import configure_gpu
 
     configure_gpu()  # before jax's backends start: recommended XLA flags when running on CUDA

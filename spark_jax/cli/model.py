@@ -34,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.model.pretrained import load_pretrained
     from spark_jax.protocol.chat import encode_chat
 
@@ -60,7 +59,6 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.model.checkpoint_hf import export_hf
     from spark_jax.model.pretrained import load_pretrained
 
@@ -72,7 +70,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _setup_embedded(args: argparse.Namespace) -> int:
     del args
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.model.pretrained import embedded_install_command, embedded_model_path
 
     try:

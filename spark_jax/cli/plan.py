@@ -29,7 +29,6 @@ def register(sub) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    # Deferred, as in every sub-command module: these import jax, which `spark-jax --help` should not pay for.
     import yaml
 
     from spark_jax.core.config_io import load_config, to_dict

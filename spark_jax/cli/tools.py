@@ -9,7 +9,6 @@ import sys
 
 
 def _list(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools import TOOL_NAMES, TOOLS
 
     for name in TOOL_NAMES:
@@ -36,7 +35,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools import ToolsConfig, configure, run_tool
 
     if args.corpus:
@@ -55,7 +53,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.tools.search import CorpusError, write_index
 
     try:
