@@ -137,6 +137,19 @@ def candidate_rewards(score_bsn, rarity_bn, cfg: CandidateConfig) -> jax.Array:
     return cfg.quality * score_bsn / 10.0 + cfg.rarity * rarity_bn[:, None, :]
 
 
+def state_advantage(score_bsn, judged_bsn, rarity_bn, selected_bs, cfg: CandidateConfig, eps: float) -> jax.Array:
+    """(R(s, a_t) - mean_a R(s, a)) / (std_a R(s, a) + eps) over the judged candidates of each
+    state [B, S]: the selected action against the others at the same state (0 where unjudged)."""
+    reward = candidate_rewards(score_bsn, rarity_bn, cfg)
+    judged = judged_bsn > 0
+    n = jnp.maximum(judged.sum(-1), 1)
+    mean = jnp.where(judged, reward, 0.0).sum(-1) / n
+    var = jnp.where(judged, (reward - mean[..., None]) ** 2, 0.0).sum(-1) / n
+    sel = jnp.take_along_axis(reward, jnp.maximum(selected_bs, 0)[..., None], axis=-1)[..., 0]
+    ok = judged.any(-1) & (selected_bs >= 0)
+    return jnp.where(ok, (sel - mean) / (jnp.sqrt(var) + eps), 0.0)
+
+
 def xent_target(reward_bsn, score_bsn, judged_bsn, cfg: CandidateConfig) -> jax.Array:
     """q(a|s) [B, S, N] proportional to exp(R / tau) over the viable candidates (all judged ones
     at a state with none viable); 0 at unjudged states."""

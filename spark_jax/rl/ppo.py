@@ -44,7 +44,10 @@ class PPOConfig:
     ratio_level    "token": one ratio per action token; "sequence": one per span (step), the
                    geometric mean of its token ratios (GSPO-style)
     advantage      "running_norm": the return standardised within its group with running
-                   statistics; "raw": the return; "value": return - V(s_t) (learned critic)
+                   statistics; "raw": the return; "value": return - V(s_t) (learned critic);
+                   "state": at judged steps the selected action's candidate reward R(s, a)
+                   standardised over that state's judged candidates (a per-state baseline, no
+                   later rewards), elsewhere (answer steps) "running_norm"
     norm_groups    "step": group by step index; "kind": tool/cot steps apart from answer steps
     norm_decay     per-batch forgetting of the running statistics
     gamma          discount of the return over the trajectory's later steps (0: own reward only)
@@ -65,7 +68,7 @@ class PPOConfig:
     entropy_coef: float = 0.0
     ppo_epochs: int = 2
     ratio_level: Literal["token", "sequence"] = "token"
-    advantage: Literal["running_norm", "raw", "value"] = "running_norm"
+    advantage: Literal["running_norm", "raw", "value", "state"] = "running_norm"
     norm_groups: Literal["step", "kind"] = "step"
     norm_decay: float = 0.99
     gamma: float = 1.0
@@ -87,8 +90,8 @@ class PPOConfig:
             raise ValueError(f"ppo.kl_estimator must be 'full' or 'k3', got {self.kl_estimator!r}")
         if self.ratio_level not in ("token", "sequence"):
             raise ValueError(f"ppo.ratio_level must be 'token' or 'sequence', got {self.ratio_level!r}")
-        if self.advantage not in ("running_norm", "raw", "value"):
-            raise ValueError(f"ppo.advantage must be running_norm, raw or value, got {self.advantage!r}")
+        if self.advantage not in ("running_norm", "raw", "value", "state"):
+            raise ValueError(f"ppo.advantage must be running_norm, raw, value or state, got {self.advantage!r}")
         if self.norm_groups not in ("step", "kind"):
             raise ValueError(f"ppo.norm_groups must be 'step' or 'kind', got {self.norm_groups!r}")
         if not 0 <= self.norm_decay < 1:

@@ -227,11 +227,15 @@ def make_train_step(
         prep = jax.lax.map(lambda mb: prepare(state["params"], frozen, ref, mb), micro)
         value = merge_micro({"v": prep["old_value"]})["v"] if use_critic else None
         # advantages under every algorithm: SFT uses them only to split its diagnostics by sign
-        method = pcfg.advantage if cfg.algo == "ppo" else ("running_norm" if pcfg.advantage == "value"
-                                                          else pcfg.advantage)
+        method = pcfg.advantage if pcfg.advantage != "state" and (use_critic or pcfg.advantage != "value") \
+            else "running_norm"
         adv_bs, adv_stats = adv_lib.span_advantages(
             batch["span_return"], batch["span_kind"], batch["span_step"], span_mask, state["adv_stats"],
             method=method, groups=pcfg.norm_groups, decay=pcfg.norm_decay, eps=pcfg.adv_eps, value_bs=value)
+        if pcfg.advantage == "state":
+            per_state = cand_lib.state_advantage(batch["span_cand_score"], batch["span_cand_mask"],
+                                                 batch["cand_rarity"], batch["span_selected"], ccfg, pcfg.adv_eps)
+            adv_bs = jnp.where(judged > 0, per_state, adv_bs) * span_mask
         adv_ba = jnp.take_along_axis(adv_bs, batch["action_span"], axis=1) * batch["action_mask"]
         prep["adv"] = split_micro({"adv": adv_ba}, accum)["adv"]
         micro = {**micro, **prep}

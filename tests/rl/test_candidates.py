@@ -134,3 +134,15 @@ def test_config_is_validated():
         C.CandidateConfig(loss="kl")
     with pytest.raises(ValueError, match="tau"):
         C.CandidateConfig(tau=0.0)
+
+
+def test_state_advantage_standardises_the_selected_reward_over_its_state():
+    _, _, score, judged, rarity, _ = _case()
+    cfg = C.CandidateConfig()
+    sel = jnp.asarray([[2, 0], [1, -1]], jnp.int32)
+    adv = np.asarray(C.state_advantage(score, judged, rarity, sel, cfg, 1e-6))
+    r = np.asarray(C.candidate_rewards(score, rarity, cfg))
+    for (b, s) in [(0, 0), (0, 1), (1, 0)]:
+        vals = r[b, s, :3]
+        assert adv[b, s] == pytest.approx((vals[int(sel[b, s])] - vals.mean()) / (vals.std() + 1e-6), rel=1e-5)
+    assert adv[1, 1] == 0.0  # unjudged, no selection
