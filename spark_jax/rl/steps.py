@@ -7,10 +7,13 @@ whole reference policy under full fine-tuning) come in as separate arguments.
 
 One call = one batch (``spark_jax.data.pipeline``: rows of action spans). The batch is cut into
 ``grad_accum`` micro-batches; a first pass computes the reference log-probs (adapters off, or
-the frozen initial weights; with ``kl_estimator: full`` also the reference log-softmax at the
-action positions) and the critic's values; the per-span advantages are then computed on the
-whole batch; then ``ppo_epochs`` optimizer updates each add up gradients over the
-micro-batches in a ``lax.scan``. Loss weights are normalised over the whole batch
+the reference's weights: the frozen initial weights, or a warm start's initial adapters; with
+``kl_estimator: full`` also the reference log-softmax at the action positions, and with
+``candidates`` the reference's header log-probs) and the critic's values; the per-span
+advantages are then computed on the whole batch; then ``updates_per_step`` optimizer updates
+each add up gradients over the micro-batches in a ``lax.scan``. With the candidate objective
+or its metrics, each row's forward pass also scores the ten action headers at every state
+(``spark_jax.rl.candidates``). Loss weights are normalised over the whole batch
 (``spark_jax.rl.ppo.loss_weights``), so the update does not depend on ``grad_accum``.
 
 "Old" log-probs are those of the policy at the start of this batch (the snapshot), not of the
