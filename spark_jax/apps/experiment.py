@@ -151,7 +151,8 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
         algo = "ppo"
         extra["candidates"] = dataclasses.replace(base.candidates, loss="xent", token_header=False)
     return dataclasses.replace(
-        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, algo=algo, data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
+        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, algo=algo,
+        data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
         # A packed trajectory holds every step's actions: with the default token caps, one action
         # bucket and two sequence buckets mean at most two compilations per arm.
         grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,), seed=cfg.seed,
