@@ -57,6 +57,7 @@ class ExperimentConfig:
     # optimizer updates per batch for every arm (TrainConfig.updates_per_batch): SFT and PPO make
     # the same number of updates on the same tokens
     updates_per_batch: int = 2
+    remat: bool = False  # recompute each decoder layer in the backward pass (less memory, same update)
     seed: int = 0
     eval_modes: tuple[str, ...] = ("score", "generate")
     eval_steps: int = 2  # policy actions before the forced answer
@@ -151,7 +152,8 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
         algo = "ppo"
         extra["candidates"] = dataclasses.replace(base.candidates, loss="xent", token_header=False)
     return dataclasses.replace(
-        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, algo=algo,
+        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, remat=cfg.remat,
+        algo=algo,
         data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
         # A packed trajectory holds every step's actions: with the default token caps, one action
         # bucket and two sequence buckets mean at most two compilations per arm.

@@ -167,9 +167,9 @@ class TrainConfig:
 
 # Keys that may differ between a run and its resumption. grad_accum is one: the update does not
 # depend on it (loss weights are normalised over the whole batch), and the planner may pick
-# another on a machine with more or less memory.
-RESUMABLE_DIFFERENCES = frozenset({"grad_accum", "log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save",
-                                   "hardware.device", "hardware.device_memory_gb"})
+# another on a machine with more or less memory; remat recomputes the same activations.
+RESUMABLE_DIFFERENCES = frozenset({"grad_accum", "remat", "log_every", "checkpoint.every", "checkpoint.keep",
+                                   "checkpoint.async_save", "hardware.device", "hardware.device_memory_gb"})
 
 
 CONFIG_NAME = "config.yaml"

@@ -19,6 +19,7 @@ def test_warm_started_and_candidate_arms():
     assert tc.init_from == "runs/sft" and tc.kl_reference == "init"
     sft = experiment.train_config(cfg, "sft", "data")
     assert sft.updates_per_step == tc.updates_per_step == 2 and sft.init_from == ""
+    assert experiment.train_config(ExperimentConfig(remat=True), "sft", "data").remat
     with pytest.raises(ValueError, match="must be an earlier arm"):
         ExperimentConfig(arms=("ppo:lowest_viable@sft",))
     with pytest.raises(ValueError, match="algo from"):
