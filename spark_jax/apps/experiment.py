@@ -147,10 +147,11 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
     base = TrainConfig()
-    extra = {}
+    # every arm logs the header diagnostics (per-state and pooled header entropy, header KL)
+    extra = {"candidates": dataclasses.replace(base.candidates, metrics=True)}
     if algo == "cand":
         algo = "ppo"
-        extra["candidates"] = dataclasses.replace(base.candidates, loss="xent", token_header=False)
+        extra["candidates"] = dataclasses.replace(extra["candidates"], loss="xent", token_header=False)
     return dataclasses.replace(
         base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, remat=cfg.remat,
         algo=algo,

@@ -50,7 +50,8 @@ class CandidateConfig:
     kl_coef        pg only: weight of the exact ten-way KL to the reference's header distribution
     token_header   whether the token-level loss also covers the selected action's header tokens
                    (false: it trains the input text and end of turn only)
-    metrics        compute the header log-probs for the diagnostics even with loss "off"
+    metrics        compute the header log-probs for the diagnostics even with loss "off" (the
+                   memory planner does not count the appended header block yet)
     """
 
     loss: Literal["off", "xent", "pg"] = "off"
@@ -61,7 +62,7 @@ class CandidateConfig:
     threshold: float = 6.0
     kl_coef: float = 0.1
     token_header: bool = True
-    metrics: bool = True
+    metrics: bool = False
 
     def __post_init__(self):
         if self.loss not in LOSSES:
