@@ -292,7 +292,9 @@ class Trainer:
 
     def _row(self, metrics: dict[str, Any], dt: float) -> dict[str, Any]:
         m = {k: float(v) for k, v in metrics.items()}
-        m = {k: (v if math.isfinite(v) else None) for k, v in m.items()}  # empty diagnostic groups
+        # a diagnostic group without tokens in this batch (NaN) is logged as null, not as a number
+        m = {k: (None if k.startswith(("kl_", "dlogp_", "format_")) and not math.isfinite(v) else v)
+             for k, v in m.items()}
         row = {
             "step": self.step,
             "loss": m.pop("loss"),
