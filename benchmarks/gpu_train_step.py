@@ -65,7 +65,9 @@ def make_batch(vocab: int, b: int, t: int, seed: int = 0) -> dict[str, np.ndarra
              "span_return": rng.random((b, 1)).astype(np.float32),
              "span_reward": rng.random((b, 1)).astype(np.float32),
              "span_kind": np.zeros((b, 1), np.int32), "span_step": np.zeros((b, 1), np.int32)}
-    shapes = batch_shapes(b, t, a, 1)
+    shapes = batch_shapes(b, t, a, 1, header_len=1)
+    for k, (shape, dtype) in shapes.items():  # no judged candidates, no header block
+        batch.setdefault(k, np.zeros(shape, dtype))
     assert set(batch) == set(BATCH_KEYS) == set(shapes)
     for k, v in batch.items():
         assert (v.shape, v.dtype) == shapes[k], (k, v.shape, v.dtype, shapes[k])
@@ -91,6 +93,8 @@ def run_mode(mode: str, args, arch, mesh) -> dict:
         f"mesh_shape={list(mesh.devices.shape)}", f"lora.rank={args.rank}", f"lora.alpha={2.0 * args.rank}",
         f"lora.qlora={'true' if mode == 'qlora' else 'false'}", f"ppo.ppo_epochs={args.ppo_epochs}",
         f"steps={args.steps + 1}",
+        # the benchmark's rows hold no judged states: time the step without the header block
+        "candidates.metrics=false", "ppo.surrogate=ppo",
     ]
     cfg = load_config(TrainConfig, None, overrides)
     base = init_model(arch.replace(param_dtype=cfg.param_dtype, dtype=cfg.dtype), seed=0, mesh=mesh)

@@ -25,6 +25,16 @@ import time
 from typing import Any
 
 ARM_SEPARATOR = ":"
+WARM_SEPARATOR = "@"
+ALGOS = ("sft", "ppo", "cand")  # cand: PPO's token objective plus the candidate objective (xent)
+
+
+def parse_arm(arm: str) -> tuple[str, str, str]:
+    """"<algo>:<selection>[@<algo>]" -> (algo, selection, the algo whose arm on the same
+    selection this one warm-starts from, or "")."""
+    head, _, init = arm.partition(WARM_SEPARATOR)
+    algo, _, selection = head.partition(ARM_SEPARATOR)
+    return algo, selection, init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +53,11 @@ class ExperimentConfig:
     lr: float = 3e-4
     warmup_steps: int = 5
     lora_rank: int = 16
-    kl_coef: float = 0.05  # PPO's KL(policy || base) penalty weight (PPOConfig.kl_coef)
+    kl_coef: float = 0.05  # PPO's KL(policy || reference) penalty weight (PPOConfig.kl_coef)
+    # optimizer updates per batch for every arm (TrainConfig.updates_per_batch): SFT and PPO make
+    # the same number of updates on the same tokens
+    updates_per_batch: int = 2
+    remat: bool = False  # recompute each decoder layer in the backward pass (less memory, same update)
     seed: int = 0
     eval_modes: tuple[str, ...] = ("score", "generate")
     eval_steps: int = 2  # policy actions before the forced answer
@@ -67,11 +81,14 @@ class ExperimentConfig:
         bad = [s for s in self.selections if s not in RULES]
         if bad or not self.selections:
             raise ValueError(f"experiment selections must be some of {list(RULES)}, got {list(self.selections)}")
-        for arm in self.arms:
-            algo, _, selection = arm.partition(ARM_SEPARATOR)
-            if algo not in ("sft", "ppo") or selection not in self.selections:
-                raise ValueError(f"experiment arm {arm!r} must be 'sft:<selection>' or 'ppo:<selection>' with a "
-                                 f"selection from {list(self.selections)}")
+        for i, arm in enumerate(self.arms):
+            algo, selection, init = parse_arm(arm)
+            if algo not in ALGOS or selection not in self.selections:
+                raise ValueError(f"experiment arm {arm!r} must be '<algo>:<selection>[@<algo>]' with an algo from "
+                                 f"{list(ALGOS)} and a selection from {list(self.selections)}")
+            if init and f"{init}{ARM_SEPARATOR}{selection}" not in self.arms[:i]:
+                raise ValueError(f"experiment arm {arm!r} warm-starts from '{init}:{selection}', which must be an "
+                                 "earlier arm")
         if not self.kl_coef >= 0:
             raise ValueError(f"experiment kl_coef must be >= 0, got {self.kl_coef}")
         if not self.evaluate_base and not self.arms:
@@ -112,19 +129,33 @@ def _stage(text: str) -> None:
 
 
 def arm_name(arm: str) -> str:
-    algo, _, selection = arm.partition(ARM_SEPARATOR)
-    return f"{'PPO' if algo == 'ppo' else 'SFT'}-{'rarity' if selection == 'lowest_viable' else selection}"
+    algo, selection, init = parse_arm(arm)
+    name = f"{algo.upper()}-{'rarity' if selection == 'lowest_viable' else selection}"
+    return f"{name}-from-{init.upper()}" if init else name
 
 
-def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path):
-    """The arms' shared TrainConfig: same steps, seed, learning rate and adapters."""
+def arm_dir(arm: str) -> str:
+    algo, selection, init = parse_arm(arm)
+    return f"train_{algo}_{selection}" + (f"_from_{init}" if init else "")
+
+
+def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from: pathlib.Path | None = None):
+    """The arms' shared TrainConfig: same steps, seed, learning rate, adapters and updates per
+    batch; ``cand`` adds the candidate objective to PPO, ``init_from`` warm-starts."""
     # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
     base = TrainConfig()
+    # every arm logs the header diagnostics (per-state and pooled header entropy, header KL)
+    extra = {"candidates": dataclasses.replace(base.candidates, metrics=True)}
+    if algo == "cand":
+        algo = "ppo"
+        extra["candidates"] = dataclasses.replace(extra["candidates"], loss="xent", token_header=False)
     return dataclasses.replace(
-        base, algo=algo, data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
+        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, remat=cfg.remat,
+        algo=algo,
+        data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
         # A packed trajectory holds every step's actions: with the default token caps, one action
         # bucket and two sequence buckets mean at most two compilations per arm.
         grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,), seed=cfg.seed,
@@ -178,17 +209,18 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
 
     runs: dict[str, pathlib.Path] = {}
     for arm in cfg.arms:
-        algo, _, selection = arm.partition(ARM_SEPARATOR)
+        algo, selection, init = parse_arm(arm)
         name = arm_name(arm)
         _stage(f"Stage 2: {name}, {cfg.train_steps} steps")
-        with timings.stage(f"train_{algo}_{selection}_s"):
-            train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection])).cfg
-            trainer = Trainer(train_cfg, out / f"train_{algo}_{selection}")
+        with timings.stage(f"{arm_dir(arm)}_s"):
+            source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
+            train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection], source)).cfg
+            trainer = Trainer(train_cfg, out / arm_dir(arm))
             try:
                 trainer.run(progress=True)
             finally:
                 trainer.close()
-        runs[name] = out / f"train_{algo}_{selection}"
+        runs[name] = out / arm_dir(arm)
 
     manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
     by_id = {q["question_id"]: q for q in questions}
@@ -290,7 +322,7 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
 
     # each arm against its own training labels; the base model against the first selection's (rarity-first)
     label_counts = {"base": labels[cfg.selections[0]]["usage_counts"]} if cfg.evaluate_base else {}
-    label_counts.update({arm_name(arm): labels[arm.partition(ARM_SEPARATOR)[2]]["usage_counts"] for arm in cfg.arms})
+    label_counts.update({arm_name(arm): labels[parse_arm(arm)[1]]["usage_counts"] for arm in cfg.arms})
     return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", label_counts=label_counts, meta={
         "model": cfg.model, "held-out questions": n, "policy actions before the forced answer": cfg.eval_steps,
         "label entropy (bits)": {s: labels[s]["selection_entropy_bits"] for s in labels},

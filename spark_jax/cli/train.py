@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="training steps (batches)")
     p.add_argument("--lora-rank", type=int, help="LoRA rank; 0 = full fine-tuning")
     p.add_argument("--qlora", action="store_true", help="NF4 base weights (QLoRA)")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="warm start from another train run's adapters (its latest checkpoint, or init_step=N); "
+                        "the KL reference is then that starting policy (reference=base for the base model)")
     p.add_argument("--config", help="YAML TrainConfig (configs/tiny.yaml, configs/smollm2_135m.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. ppo.kl_coef=0.1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -37,7 +40,8 @@ def register(sub) -> None:
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     out = []
-    for flag, key in (("algo", "algo"), ("data", "data"), ("model", "model"), ("steps", "steps")):
+    for flag, key in (("algo", "algo"), ("data", "data"), ("model", "model"), ("steps", "steps"),
+                      ("init_from", "init_from")):
         v = getattr(args, flag)
         if v is not None:
             out.append(f"{key}={json.dumps(v) if isinstance(v, str) else v}")

@@ -18,16 +18,85 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 from typing import Any, Mapping, Sequence
 
 from spark_jax.protocol.actions import ANSWER
 from spark_jax.protocol.chat import encode_chat
+from spark_jax.protocol.prompts import candidate_actions
 
 log = logging.getLogger(__name__)
 
 # Step kinds, as stored per span: tool calls, chain-of-thought, and the final answer.
 KIND_TOOL, KIND_COT, KIND_ANSWER = 0, 1, 2
 KIND_NAMES = ("tool", "cot", "answer")
+# The ten choices of the policy (the nine judged candidates, then answer), in score mode's order.
+ACTIONS: tuple[str, ...] = candidate_actions() + (ANSWER,)
+# Roles of an action span's tokens: the input text, the header's action-specific tokens, the
+# header tokens every header shares (its common prefix and suffix), and the end-of-turn token(s).
+# The shared format tokens are ROLE_FORMAT and ROLE_EOT.
+ROLE_INPUT, ROLE_HEADER, ROLE_FORMAT, ROLE_EOT = 0, 1, 2, 3
+
+
+def header_text(name: str) -> str:
+    """The header score mode writes before an action's input (its tokens are scored as one unit)."""
+    return f"Action: {name}\nInput:"
+
+
+def header_ids(tokenizer: Any, name: str) -> list[int]:
+    return list(tokenizer(header_text(name), add_special_tokens=False)["input_ids"])
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderTokens:
+    """The ten headers' token ids and the length of the prefix and suffix they all share."""
+
+    ids: tuple[tuple[int, ...], ...]
+    shared_prefix: int
+    shared_suffix: int
+    eot_len: int
+
+    @classmethod
+    def of(cls, tokenizer: Any, eot_text: str) -> "HeaderTokens":
+        ids = tuple(tuple(header_ids(tokenizer, n)) for n in ACTIONS)
+        shortest = min(len(h) for h in ids)
+        pre = next((i for i in range(shortest) if len({h[i] for h in ids}) > 1), shortest)
+        suf = next((i for i in range(shortest - pre) if len({h[len(h) - 1 - i] for h in ids}) > 1), shortest - pre)
+        eot = len(tokenizer(eot_text, add_special_tokens=False)["input_ids"])
+        return cls(ids, pre, suf, eot)
+
+    def roles(self, selected: str, target: Sequence[int]) -> tuple[int, ...]:
+        """ROLE_* of each token of an action's target (header, input text, end of turn).
+
+        The header is the longest prefix of ``target`` that matches the selected action's header
+        tokens (all of it unless the tokenizer merges across the header's end)."""
+        head = self.ids[ACTIONS.index(selected)] if selected in ACTIONS else ()
+        n = 0
+        while n < min(len(head), len(target)) and head[n] == target[n]:
+            n += 1
+        roles = [ROLE_INPUT] * len(target)
+        for i in range(n):
+            shared = i < self.shared_prefix or (n == len(head) and i >= len(head) - self.shared_suffix)
+            roles[i] = ROLE_FORMAT if shared else ROLE_HEADER
+        for i in range(max(n, len(target) - self.eot_len), len(target)):
+            roles[i] = ROLE_EOT
+        return tuple(roles)
+
+
+def candidate_scores(record: Mapping[str, Any]) -> tuple[float, ...]:
+    """The judge's score of each of the ten ACTIONS at this step (NaN: not judged)."""
+    by_name = {c["action"]: float(c["score"]) for c in record.get("candidates") or ()}
+    return tuple(by_name.get(a, math.nan) for a in ACTIONS)
+
+
+def run_rarity(records: Sequence[Mapping[str, Any]]) -> tuple[float, ...]:
+    """1 - the share of the run's judged choices that took each of the ten ACTIONS.
+
+    Stage 1 records store the rarity of the chosen action only, at its selection time; this is
+    the same quantity over the whole run, for every candidate alike."""
+    chosen = collections.Counter(r["selected"] for r in records if r.get("candidates"))
+    total = sum(chosen.values())
+    return tuple(1.0 - (chosen[a] / total if total else 0.0) for a in ACTIONS)
 
 
 def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
@@ -66,6 +135,9 @@ class TrainRow:
     steps: tuple[int, ...]
     question_id: int = -1
     truncated: int = 0  # prompt tokens cut from the left (unpacked rows only)
+    roles: tuple[tuple[int, ...], ...] = ()  # per span, ROLE_* of each of its tokens (empty: all input)
+    cand_scores: tuple[tuple[float, ...], ...] = ()  # per span, the judge's score of each of ACTIONS (NaN: none)
+    selected: tuple[int, ...] = ()  # per span, the index of the chosen action in ACTIONS (-1: unknown)
 
     @property
     def length(self) -> int:
@@ -113,13 +185,21 @@ def _step_tokens(tokenizer: Any, record: Mapping[str, Any], eot_text: str) -> tu
     return prompt, target
 
 
+def _meta(rec: Mapping[str, Any], ret: float, t: int, target: Sequence[int], headers: HeaderTokens | None) -> tuple:
+    """(return, reward, kind, step, roles, candidate scores, selected index) of one step."""
+    roles = headers.roles(rec["selected"], target) if headers is not None else (ROLE_INPUT,) * len(target)
+    sel = ACTIONS.index(rec["selected"]) if rec["selected"] in ACTIONS else -1
+    return ret, float(rec["reward"]), step_kind(rec["selected"]), t, roles, candidate_scores(rec), sel
+
+
 def _row(seq: Sequence[int], spans, steps_meta, question_id, truncated=0) -> TrainRow:
-    return TrainRow(tuple(seq), tuple(spans), *(tuple(m[i] for m in steps_meta) for i in range(4)),
-                    question_id=question_id, truncated=truncated)
+    fields = [tuple(m[i] for m in steps_meta) for i in range(7)]
+    return TrainRow(tuple(seq), tuple(spans), *fields[:4], question_id=question_id, truncated=truncated,
+                    roles=fields[4], cand_scores=fields[5], selected=fields[6])
 
 
 def pack_trajectory(tokenizer: Any, steps: Sequence[Mapping[str, Any]], eot_text: str, max_len: int,
-                    gamma: float, stats: RowStats) -> list[TrainRow]:
+                    gamma: float, stats: RowStats, headers: HeaderTokens | None = None) -> list[TrainRow]:
     """The rows of one trajectory: as few causal sequences as the prefix property allows."""
     qid = steps[0]["question_id"]
     returns = discounted_returns([float(r["reward"]) for r in steps], gamma)
@@ -144,13 +224,13 @@ def pack_trajectory(tokenizer: Any, steps: Sequence[Mapping[str, Any]], eot_text
         start = len(prompt)
         seq = prompt + target
         spans.append((start, len(seq)))
-        meta.append((returns[t], float(rec["reward"]), step_kind(rec["selected"]), t))
+        meta.append(_meta(rec, returns[t], t, target, headers))
     rows.append(_row(seq, spans, meta, qid))
     return rows
 
 
 def unpacked_rows(tokenizer: Any, steps: Sequence[Mapping[str, Any]], eot_text: str, max_len: int,
-                  gamma: float, stats: RowStats) -> list[TrainRow]:
+                  gamma: float, stats: RowStats, headers: HeaderTokens | None = None) -> list[TrainRow]:
     """One row per record; over-long states lose prompt tokens from the left (counted)."""
     returns = discounted_returns([float(r["reward"]) for r in steps], gamma)
     rows = []
@@ -165,7 +245,7 @@ def unpacked_rows(tokenizer: Any, steps: Sequence[Mapping[str, Any]], eot_text: 
             stats.truncated += 1
             stats.truncated_tokens += dropped
         prompt = prompt[dropped:]
-        meta = [(returns[t], float(rec["reward"]), step_kind(rec["selected"]), t)]
+        meta = [_meta(rec, returns[t], t, target, headers)]
         rows.append(_row(prompt + target, [(len(prompt), len(prompt) + len(target))], meta,
                          rec["question_id"], dropped))
     return rows
@@ -183,8 +263,9 @@ def build_rows(tokenizer: Any, records: Sequence[Mapping[str, Any]], eot_text: s
     groups = trajectories(records)
     stats.trajectories = len(groups)
     make = pack_trajectory if packing else unpacked_rows
+    headers = HeaderTokens.of(tokenizer, eot_text)
     for steps in groups:
-        rows += make(tokenizer, steps, eot_text, max_len, gamma, stats)
+        rows += make(tokenizer, steps, eot_text, max_len, gamma, stats, headers)
     stats.rows = len(rows)
     stats.kept_records = sum(len(r.spans) for r in rows)
     stats.tokens = sum(r.length for r in rows)

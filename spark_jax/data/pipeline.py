@@ -23,6 +23,15 @@ are the inputs shifted by one, so ``logits[:, t]`` scores ``targets[:, t]``):
     span_reward      float32 [B, S]   the step's own reward r_t
     span_kind        int32   [B, S]   0 tool, 1 cot, 2 answer
     span_step        int32   [B, S]   the step index t
+    action_role      int32   [B, A]   ROLE_* of each action token: input text, header, shared format
+    span_selected    int32   [B, S]   the chosen action's index in ``packing.ACTIONS`` (-1 unknown)
+    span_cand_score  float32 [B, S, N] the judge's 0-10 score of each of the N = 10 actions (0: none)
+    span_cand_mask   float32 [B, S, N] 1 where that action was judged at that step
+    cand_rarity      float32 [B, N]   1 - the run's share of judged choices taking each action
+    header_ids       int32   [B, H]   the N headers' tokens end to end (the same in every row)
+    header_action    int32   [B, H]   which action each header token belongs to
+    header_offset    int32   [B, H]   its index within its header
+    header_mask      float32 [B, H]   1 on real header tokens (0 on padding)
 
 A is the smallest of ``action_buckets`` that holds the batch's most action tokens in a row (at
 most T): the train step projects only those A positions onto the vocabulary, not all T.
@@ -38,7 +47,7 @@ import grain
 import numpy as np
 
 from spark_jax.core.shapes import bucket
-from spark_jax.data.packing import RowStats, TrainRow, build_rows
+from spark_jax.data.packing import ACTIONS, HeaderTokens, RowStats, TrainRow, build_rows, run_rarity
 from spark_jax.protocol.records import read_step_records
 
 log = logging.getLogger(__name__)
@@ -89,24 +98,48 @@ def action_arrays(loss_mask_bt: np.ndarray, a: int) -> tuple[np.ndarray, np.ndar
     return positions, mask
 
 
-def batch_shapes(rows: int, length: int, action_len: int, spans: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+def batch_shapes(rows: int, length: int, action_len: int, spans: int,
+                 header_len: int = 80) -> dict[str, tuple[tuple[int, ...], Any]]:
     """(shape, dtype) of every batch array, for abstract batches (planner, benchmarks)."""
+    n = len(ACTIONS)
     per = {"input_ids": (length, np.int32), "targets": (length, np.int32), "attention_mask": (length, np.int32),
            "action_positions": (action_len, np.int32), "action_mask": (action_len, np.float32),
-           "action_span": (action_len, np.int32)}
+           "action_span": (action_len, np.int32), "action_role": (action_len, np.int32),
+           "span_selected": (spans, np.int32), "span_cand_score": ((spans, n), np.float32),
+           "span_cand_mask": ((spans, n), np.float32), "cand_rarity": (n, np.float32)}
     per.update({k: (spans, dt) for k, dt in SPAN_DTYPES.items()})
-    return {k: ((rows, n), dt) for k, (n, dt) in per.items()}
+    per.update({k: (header_len, dt) for k, dt in HEADER_DTYPES.items()})
+    return {k: ((rows,) + (m if isinstance(m, tuple) else (m,)), dt) for k, (m, dt) in per.items()}
 
 
 SPAN_DTYPES = {"span_start": np.int32, "span_mask": np.float32, "span_return": np.float32,
                "span_reward": np.float32, "span_kind": np.int32, "span_step": np.int32}
+HEADER_DTYPES = {"header_ids": np.int32, "header_action": np.int32, "header_offset": np.int32,
+                 "header_mask": np.float32}
+
+
+def header_arrays(headers: HeaderTokens | None, rows: int) -> dict[str, np.ndarray]:
+    """The ten headers laid end to end, repeated on every row ([rows, H]; H = 1 and all masked
+    without headers)."""
+    if headers is None:
+        flat = {k: np.zeros((1,), dt) for k, dt in HEADER_DTYPES.items()}
+    else:
+        flat = {
+            "header_ids": np.concatenate([np.asarray(h, np.int32) for h in headers.ids]),
+            "header_action": np.concatenate([np.full(len(h), a, np.int32) for a, h in enumerate(headers.ids)]),
+            "header_offset": np.concatenate([np.arange(len(h), dtype=np.int32) for h in headers.ids]),
+        }
+        flat["header_mask"] = np.ones(flat["header_ids"].shape, np.float32)
+    return {k: np.broadcast_to(v, (rows,) + v.shape).copy() for k, v in flat.items()}
 
 
 def collate(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
             length: int | None = None, action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
-            action_len: int | None = None, spans: int | None = None) -> dict[str, np.ndarray]:
+            action_len: int | None = None, spans: int | None = None, headers: HeaderTokens | None = None,
+            rarity: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """Right-padded batch arrays (see module docstring) at the smallest fitting bucket, or at
-    ``length``, ``action_len`` and ``spans`` (chosen for a larger batch these rows belong to)."""
+    ``length``, ``action_len`` and ``spans`` (chosen for a larger batch these rows belong to).
+    ``headers`` and ``rarity`` (``packing.run_rarity``) fill the candidate objective's arrays."""
     longest = max(r.length for r in rows)
     t = bucket(longest, buckets=tuple(buckets)) if length is None else length
     if longest > t:
@@ -120,7 +153,12 @@ def collate(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
     attention = np.zeros((b, t), np.int32)
     loss_mask = np.zeros((b, t), np.float32)
     span_of = np.zeros((b, t), np.int32)
+    role = np.zeros((b, t), np.int32)
+    n_act = len(ACTIONS)
     out = {k: np.zeros((b, s), dt) for k, dt in SPAN_DTYPES.items()}
+    out["span_selected"] = np.full((b, s), -1, np.int32)
+    out["span_cand_score"] = np.zeros((b, s, n_act), np.float32)
+    out["span_cand_mask"] = np.zeros((b, s, n_act), np.float32)
     for i, r in enumerate(rows):
         if len(r.spans) > s:
             raise ValueError(f"row {i} (question {r.question_id}) holds {len(r.spans)} spans, more than {s}")
@@ -140,17 +178,30 @@ def collate(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
             out["span_reward"][i, j] = r.rewards[j]
             out["span_kind"][i, j] = r.kinds[j]
             out["span_step"][i, j] = r.steps[j]
+            if r.roles:
+                role[i, start - 1:end - 1] = r.roles[j]
+            if r.cand_scores:
+                scores = np.asarray(r.cand_scores[j], np.float32)
+                judged = np.isfinite(scores)
+                out["span_cand_score"][i, j] = np.where(judged, scores, 0.0)
+                out["span_cand_mask"][i, j] = judged
+            if r.selected:
+                out["span_selected"][i, j] = r.selected[j]
     positions, action_mask = action_arrays(loss_mask, action_len)
     action_span = np.take_along_axis(span_of, positions, axis=1) * (action_mask > 0)
+    action_role = np.take_along_axis(role, positions, axis=1) * (action_mask > 0)
+    rar = np.zeros(n_act, np.float32) if rarity is None else np.asarray(rarity, np.float32)
     return {"input_ids": input_ids, "targets": targets, "attention_mask": attention, "loss_mask": loss_mask,
             "action_positions": positions, "action_mask": action_mask, "action_span": action_span.astype(np.int32),
-            **out}
+            "action_role": action_role.astype(np.int32), "cand_rarity": np.broadcast_to(rar, (b, n_act)).copy(),
+            **out, **header_arrays(headers, b)}
 
 
 def collate_process_rows(rows: Sequence[TrainRow], buckets: Sequence[int], pad_id: int,
                          process_index: int, process_count: int,
                          action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
-                         spans: int | None = None) -> dict[str, np.ndarray]:
+                         spans: int | None = None, headers: HeaderTokens | None = None,
+                         rarity: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """This process's contiguous block of a global batch, padded to the global batch's buckets,
     so that every process contributes arrays of the same shape to the same global step."""
     n = len(rows) // process_count
@@ -158,7 +209,7 @@ def collate_process_rows(rows: Sequence[TrainRow], buckets: Sequence[int], pad_i
     a = action_length(max(r.action_tokens for r in rows), action_buckets, t)
     s = max(len(r.spans) for r in rows) if spans is None else spans
     return collate(rows[process_index * n:(process_index + 1) * n], buckets, pad_id, length=t, action_len=a,
-                   spans=s)
+                   spans=s, headers=headers, rarity=rarity)
 
 
 def make_dataset(
@@ -171,6 +222,8 @@ def make_dataset(
     process_index: int = 0,
     process_count: int = 1,
     action_buckets: Sequence[int] = DEFAULT_ACTION_BUCKETS,
+    headers: HeaderTokens | None = None,
+    rarity: Sequence[float] | None = None,
 ) -> grain.MapDataset:
     """An endless, per-epoch reshuffled dataset of this process's batches of rows.
 
@@ -200,7 +253,7 @@ def make_dataset(
         .repeat(None, reseed_each_epoch=True)
         .batch(global_batch, drop_remainder=True,
                batch_fn=lambda rows: collate_process_rows(rows, buckets, pad_id, process_index, process_count,
-                                                          action_buckets, spans))
+                                                          action_buckets, spans, headers, rarity))
     )
 
 
@@ -246,9 +299,10 @@ def build_input(
 ) -> tuple[BatchIterator, RowStats]:
     """Reads, tokenises, packs and batches a Stage 1 run directory."""
     records = read_step_records(run_dir)
-    rows, stats = build_rows(tokenizer, records, end_of_turn_text(tokenizer), max(buckets),
-                             packing=packing, gamma=gamma)
+    eot = end_of_turn_text(tokenizer)
+    rows, stats = build_rows(tokenizer, records, eot, max(buckets), packing=packing, gamma=gamma)
     ds = make_dataset(rows, batch_size=batch_size, buckets=buckets, pad_id=pad_token_id(tokenizer),
                       seed=seed, process_index=process_index, process_count=process_count,
-                      action_buckets=action_buckets)
+                      action_buckets=action_buckets, headers=HeaderTokens.of(tokenizer, eot),
+                      rarity=run_rarity(records))
     return BatchIterator(ds), stats

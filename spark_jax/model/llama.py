@@ -171,7 +171,7 @@ class Llama(nnx.Module):
         self.lm_head = None if cfg.tie_word_embeddings else _linear(cfg, cfg.hidden_size, cfg.vocab_size, rngs)
 
     def hidden_states(self, input_ids_bt, positions_bt, attention_mask_bt=None, cache: KVCache | None = None,
-                      live_slots: int | None = None):
+                      live_slots: int | None = None, allowed_btt=None):
         """Final-norm hidden states [B, T, D] and the updated cache (None without one).
 
         ``attention_mask_bt`` marks real tokens (1) and padding (0); ``positions_bt`` are the
@@ -179,6 +179,8 @@ class Llama(nnx.Module):
         ``live_slots`` (static) promises index + T <= live_slots: attention then reads only those
         first slots, not the empty room left for new tokens. ``live_slots == T`` is a prefill
         into an empty cache, which attends in causal blocks (``causal_blocks``).
+        ``allowed_btt`` (bool [B, T, T], no cache only) further restricts which earlier tokens
+        each query reads, e.g. several continuations of one prefix side by side in one row.
         """
         b, t = input_ids_bt.shape
         if attention_mask_bt is None:
@@ -192,6 +194,10 @@ class Llama(nnx.Module):
             q_slot = index + jnp.arange(t)
         k_slot = jnp.arange(valid_bs.shape[1])
         mask_bts = valid_bs[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
+        if allowed_btt is not None:
+            if cache is not None:
+                raise ValueError("allowed_btt applies to a pass without a cache")
+            mask_bts = mask_bts & allowed_btt.astype(jnp.bool_)
         if live_slots is not None:
             if cache is None or not t <= live_slots <= valid_bs.shape[1]:
                 raise ValueError(f"live_slots={live_slots} needs a cache and must lie in [T={t}, "

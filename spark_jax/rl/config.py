@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Literal
 
+import yaml
+
+from spark_jax.core.config_io import load_config
+from spark_jax.core.storage import is_remote, run_path
+
 from spark_jax.rl.adapters import LoraConfig
+from spark_jax.rl.candidates import CandidateConfig
 from spark_jax.rl.ppo import PPOConfig
 
 
@@ -75,7 +82,14 @@ class TrainConfig:
     ``grad_accum`` micro-batches: with ``packing`` a row is one trajectory (all its steps in one
     causal sequence), without it one step record. ``loss_normalization``: "tokens" (every action
     token of the global batch weighs the same) or "records" (every step weighs the same).
-    ``dtype`` is the compute dtype, ``param_dtype`` the storage."""
+    ``dtype`` is the compute dtype, ``param_dtype`` the storage.
+
+    Warm start: ``init_from`` is another train run whose trainable weights (adapters) this run
+    starts from, at its checkpoint ``init_step`` (0: its latest; the trainer records the step it
+    used, so a resume checks it). ``reference`` is the KL reference: "base" (adapters off, or
+    the base weights) or "init" (the starting policy); "" means "init" with ``init_from``, else
+    "base". ``updates_per_batch`` (0: ``ppo.ppo_epochs`` for PPO, 1 for SFT) sets both
+    algorithms' optimizer updates per batch: the same value gives compute-matched arms."""
 
     algo: Literal["ppo", "sft"] = "ppo"
     data: str = ""
@@ -94,8 +108,13 @@ class TrainConfig:
     mesh_shape: tuple[int, ...] = (1, 1, 1)
     seed: int = 0
     log_every: int = 1
+    init_from: str = ""
+    init_step: int = 0
+    reference: Literal["", "base", "init"] = ""
+    updates_per_batch: int = 0
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    candidates: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
     lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=16, alpha=32.0))
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     hardware: HardwareConfig = dataclasses.field(default_factory=HardwareConfig)
@@ -127,14 +146,40 @@ class TrainConfig:
             )
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.reference not in ("", "base", "init"):
+            raise ValueError(f"reference must be 'base' or 'init', got {self.reference!r}")
+        if self.reference == "init" and not self.init_from and self.lora.rank > 0:
+            raise ValueError("reference=init needs init_from (a LoRA run's initial adapters are zero: use base)")
+        if self.init_step < 0 or self.updates_per_batch < 0:
+            raise ValueError("init_step and updates_per_batch must be >= 0")
 
     @property
     def updates_per_step(self) -> int:
+        if self.updates_per_batch:
+            return self.updates_per_batch
         return self.ppo.ppo_epochs if self.algo == "ppo" else 1
+
+    @property
+    def kl_reference(self) -> str:
+        """"base" or "init" (the default with ``init_from``)."""
+        return self.reference or ("init" if self.init_from else "base")
 
 
 # Keys that may differ between a run and its resumption. grad_accum is one: the update does not
 # depend on it (loss weights are normalised over the whole batch), and the planner may pick
-# another on a machine with more or less memory.
-RESUMABLE_DIFFERENCES = frozenset({"grad_accum", "log_every", "checkpoint.every", "checkpoint.keep", "checkpoint.async_save",
-                                   "hardware.device", "hardware.device_memory_gb"})
+# another on a machine with more or less memory; remat recomputes the same activations.
+RESUMABLE_DIFFERENCES = frozenset({"grad_accum", "remat", "log_every", "checkpoint.every", "checkpoint.keep",
+                                   "checkpoint.async_save", "hardware.device", "hardware.device_memory_gb"})
+
+
+CONFIG_NAME = "config.yaml"
+
+
+def read_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
+    """The TrainConfig a ``spark-jax train`` run directory was trained with."""
+    path = run_path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; is this a `spark-jax train` output directory?")
+    if is_remote(path):
+        return load_config(TrainConfig, base=yaml.safe_load(path.read_text()) or {})
+    return load_config(TrainConfig, path)

@@ -2,7 +2,9 @@
 
 Reads each run's ``metrics.jsonl`` (``spark_jax.rl.trainer``) and writes ``curves.md`` (means
 over the first and last ``window`` steps and over consecutive windows) and ``curves.png``
-(loss, KL, clip fraction, entropy, surrogate gain and reward per step kind against the step).
+(loss, the exact KL per action token, the KL and log-prob change split by advantage sign and
+by header against input tokens, the header entropies, the shared format tokens' log-prob, the
+candidate loss and reward per step kind, against the step).
 """
 
 from __future__ import annotations
@@ -12,10 +14,20 @@ import math
 import pathlib
 from typing import Any, Sequence
 
-COLUMNS = ("loss", "kl", "clip_frac", "entropy", "surrogate_gain", "reward_tool", "reward_cot", "reward_answer")
-PANELS = (("loss", "loss"), ("kl", "KL to the reference (nats/token)"), ("clip_frac", "clip fraction"),
-          ("entropy", "entropy (nats/token)"), ("surrogate_gain", "surrogate gain per batch"),
-          ("reward_tool", "data reward: tool steps"))
+SPLITS = tuple(f"{sign}_{part}" for sign in ("pos", "neg") for part in ("header", "input"))
+COLUMNS = ("loss", "kl", "kl_action_tokens", *(f"kl_{s}" for s in SPLITS), *(f"dlogp_{s}" for s in SPLITS),
+           "header_entropy", "header_entropy_pooled", "header_kl", "format_logp", "cand_loss", "clip_frac",
+           "entropy", "surrogate_gain", "reward_tool", "reward_cot", "reward_answer")
+# (title, keys): one panel per title, one line per run and key
+PANELS = (("loss", ("loss",)),
+          ("exact KL to the reference per action token (nats)", ("kl_action_tokens",)),
+          ("KL by advantage sign x header/input tokens", tuple(f"kl_{s}" for s in SPLITS)),
+          ("log-prob change from the reference, same split", tuple(f"dlogp_{s}" for s in SPLITS)),
+          ("header entropy: per state, pooled (nats)", ("header_entropy", "header_entropy_pooled")),
+          ("mean log-prob of the shared format tokens", ("format_logp",)),
+          ("clip fraction", ("clip_frac",)),
+          ("entropy (nats/token)", ("entropy",)),
+          ("data reward: tool steps", ("reward_tool",)))
 
 
 def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
@@ -63,18 +75,22 @@ def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(3, 3, figsize=(16, 12))
     colors = {name: f"C{i}" for i, name in enumerate(runs)}  # one colour per run in every panel
-    for ax, (key, title) in zip(axes.ravel(), PANELS):
+    styles = ("-", "--", ":", "-.")  # one line style per key within a panel
+    for ax, (title, keys) in zip(axes.ravel(), PANELS):
         for name, rows in runs.items():
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            line, = ax.plot(xs, ys, alpha=0.3, linewidth=0.8, color=colors[name])
-            smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
-                      for i in range(len(ys))]
-            ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=f"{name} ({window}-step mean)")
+            for key, style in zip(keys, styles):
+                pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, alpha=0.25, linewidth=0.8, color=colors[name], linestyle=style)
+                smooth = [sum(ys[max(0, i - window + 1):i + 1]) / len(ys[max(0, i - window + 1):i + 1])
+                          for i in range(len(ys))]
+                label = name if len(keys) == 1 else f"{name} {key}"
+                ax.plot(xs, smooth, color=colors[name], linestyle=style, linewidth=2,
+                        label=f"{label} ({window}-step mean)")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -28,6 +28,9 @@ _REMOVED = {
 }
 
 
+SURROGATES = ("ppo", "ppo_ref", "awr", "filtered")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """PPO knobs (see docs/training.md for the defaults and why).
@@ -41,11 +44,22 @@ class PPOConfig:
     ratio_level    "token": one ratio per action token; "sequence": one per span (step), the
                    geometric mean of its token ratios (GSPO-style)
     advantage      "running_norm": the return standardised within its group with running
-                   statistics; "raw": the return; "value": return - V(s_t) (learned critic)
+                   statistics; "raw": the return; "value": return - V(s_t) (learned critic);
+                   "state": at judged steps the selected action's candidate reward R(s, a)
+                   standardised over that state's judged candidates (a per-state baseline, no
+                   later rewards), elsewhere (answer steps) "running_norm"
     norm_groups    "step": group by step index; "kind": tool/cot steps apart from answer steps
     norm_decay     per-batch forgetting of the running statistics
     gamma          discount of the return over the trajectory's later steps (0: own reward only)
     vf_coef        weight of the value loss 0.5 (V - G)^2 (advantage="value" only)
+    surrogate      the token-level objective: "ppo" (SPaRK's clipped ratio to the batch's
+                   snapshot; its first epoch is unbounded unlikelihood where A < 0), "ppo_ref"
+                   (the same clip, the ratio taken to the KL reference, so no epoch moves a
+                   token's probability past [1-eps, 1+eps] of the reference's), "awr"
+                   (advantage-weighted regression: min(exp(A / awr_beta), awr_max_weight) x NLL)
+                   or "filtered" (max(A, 0) x NLL: filtered behaviour cloning)
+    awr_beta       AWR temperature, in advantage units
+    awr_max_weight AWR weight clip
     """
 
     clip_eps: float = 0.2
@@ -54,12 +68,15 @@ class PPOConfig:
     entropy_coef: float = 0.0
     ppo_epochs: int = 2
     ratio_level: Literal["token", "sequence"] = "token"
-    advantage: Literal["running_norm", "raw", "value"] = "running_norm"
+    advantage: Literal["running_norm", "raw", "value", "state"] = "running_norm"
     norm_groups: Literal["step", "kind"] = "step"
     norm_decay: float = 0.99
     gamma: float = 1.0
     vf_coef: float = 0.1
     adv_eps: float = 1e-6
+    surrogate: Literal["ppo", "ppo_ref", "awr", "filtered"] = "awr"
+    awr_beta: float = 1.0
+    awr_max_weight: float = 20.0
 
     def __post_init__(self):
         for key in ("kl_estimator", "advantage"):
@@ -73,8 +90,8 @@ class PPOConfig:
             raise ValueError(f"ppo.kl_estimator must be 'full' or 'k3', got {self.kl_estimator!r}")
         if self.ratio_level not in ("token", "sequence"):
             raise ValueError(f"ppo.ratio_level must be 'token' or 'sequence', got {self.ratio_level!r}")
-        if self.advantage not in ("running_norm", "raw", "value"):
-            raise ValueError(f"ppo.advantage must be running_norm, raw or value, got {self.advantage!r}")
+        if self.advantage not in ("running_norm", "raw", "value", "state"):
+            raise ValueError(f"ppo.advantage must be running_norm, raw, value or state, got {self.advantage!r}")
         if self.norm_groups not in ("step", "kind"):
             raise ValueError(f"ppo.norm_groups must be 'step' or 'kind', got {self.norm_groups!r}")
         if not 0 <= self.norm_decay < 1:
@@ -83,6 +100,10 @@ class PPOConfig:
             raise ValueError(f"ppo.gamma must lie in [0, 1], got {self.gamma}")
         if self.ppo_epochs < 1:
             raise ValueError(f"ppo.ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"ppo.surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
+        if self.awr_beta <= 0 or self.awr_max_weight <= 0:
+            raise ValueError("ppo.awr_beta and ppo.awr_max_weight must be > 0")
 
 
 def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
@@ -152,8 +173,10 @@ def ppo_loss(
     num_spans: int = 1,
     entropy_ba: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Clipped surrogate + kl_coef * KL - entropy_coef * entropy, each a ``weight_ba`` sum.
+    """Surrogate + kl_coef * KL - entropy_coef * entropy, each a ``weight_ba`` sum.
 
+    The surrogate is ``cfg.surrogate``: the clipped ratio to ``old_logp_ba`` ("ppo", "ppo_ref":
+    the caller passes the reference's log-probs), or a weighted NLL ("awr", "filtered").
     ``old_logp_ba`` (the policy at the start of this batch's PPO iteration) and ``adv_ba`` (the
     span's advantage on each of its tokens) carry no gradient; ``kl_ba`` is the per-token KL
     (``full_kl`` or ``k3_kl``). Metrics are weighted sums too (add them over micro-batches),
@@ -174,7 +197,10 @@ def ppo_loss(
         ratio = jnp.exp(jnp.take_along_axis(per_span, action_span_ba, axis=-1))
     unclipped = -adv * ratio
     clipped = -adv * jnp.clip(ratio, lo, hi)
-    pg_loss = (w * jnp.maximum(unclipped, clipped)).sum()
+    if cfg.surrogate in ("ppo", "ppo_ref"):
+        pg_loss = (w * jnp.maximum(unclipped, clipped)).sum()
+    else:
+        pg_loss = (w * -token_weights(adv, cfg) * logp_ba).sum()
     kl = (w * kl_ba).sum()
     loss = pg_loss + cfg.kl_coef * kl
     sg = jax.lax.stop_gradient
@@ -188,13 +214,22 @@ def ppo_loss(
         loss=sg(loss),
         pg_loss=sg(pg_loss),
         kl=sg(kl),
-        clip_frac=sg((w * (clipped > unclipped)).sum()),
+        clip_frac=sg((w * (clipped > unclipped)).sum()) if cfg.surrogate in ("ppo", "ppo_ref") else jnp.zeros(()),
         approx_kl=sg((w * 0.5 * log_ratio ** 2).sum()),
         ratio_mean=sg((w * ratio).sum()),
         ratio_max=sg(jnp.max(jnp.where(live, ratio, -big))),
         ratio_min=sg(jnp.min(jnp.where(live, ratio, big))),
     )
     return loss, metrics
+
+
+def token_weights(adv_ba: jax.Array, cfg: PPOConfig) -> jax.Array:
+    """Non-negative per-token NLL weights of the regression surrogates (no gradient)."""
+    if cfg.surrogate == "awr":
+        return jnp.minimum(jnp.exp(adv_ba / cfg.awr_beta), cfg.awr_max_weight)
+    if cfg.surrogate == "filtered":
+        return jnp.maximum(adv_ba, 0.0)
+    raise ValueError(f"surrogate {cfg.surrogate!r} has no token weights")
 
 
 def value_loss(value_bs: jax.Array, return_bs: jax.Array, span_weight_bs: jax.Array) -> jax.Array:

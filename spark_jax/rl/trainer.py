@@ -22,7 +22,7 @@ import yaml
 from flax import nnx
 from tqdm.auto import tqdm
 
-from spark_jax.core.config_io import ConfigError, load_config, to_dict
+from spark_jax.core.config_io import ConfigError, to_dict
 from spark_jax.core.storage import is_remote, local_stage1_run, run_path
 from spark_jax.data.packing import KIND_NAMES
 from spark_jax.data.pipeline import build_input
@@ -31,14 +31,16 @@ from spark_jax.model.pretrained import load_checkpoint
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
 from spark_jax.rl.adapters import apply_lora, trainable_filter
 from spark_jax.rl.checkpointing import RunCheckpoints, abstract_like
-from spark_jax.rl.config import RESUMABLE_DIFFERENCES, TrainConfig
+from spark_jax.rl.config import CONFIG_NAME, RESUMABLE_DIFFERENCES, TrainConfig, read_run_config
 from spark_jax.rl.critic import Critic
 from spark_jax.rl.optim import lr_schedule, make_optimizer
 from spark_jax.rl.steps import BATCH_KEYS, init_state, make_train_step
+from spark_jax.rl.warm_start import resolve_warm_start, source_params
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
+__all__ = ["CONFIG_NAME", "METRICS_NAME", "Trainer", "read_run_config", "build_models", "load_base_model",
+           "split_trainable"]
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -101,15 +103,6 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_DIFFERENCES)
 
 
-def read_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
-    path = run_path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no {CONFIG_NAME}; is this a `spark-jax train` output directory?")
-    if is_remote(path):
-        return load_config(TrainConfig, base=yaml.safe_load(path.read_text()) or {})
-    return load_config(TrainConfig, path)
-
-
 def _mesh_devices(shape) -> list:
     """All devices; on a single host a smaller mesh may use the first prod(shape) of them."""
     n, devices = int(np.prod(shape)), jax.devices()
@@ -167,7 +160,8 @@ class MetricsLog:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | pathlib.Path):
-        self.cfg = cfg
+        # a warm start names the source checkpoint it used, so a resume checks it
+        cfg = self.cfg = resolve_warm_start(cfg)
         self.out = run_path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.checkpoints = RunCheckpoints(
@@ -179,6 +173,10 @@ class Trainer:
         base, self.tokenizer = load_base_model(cfg, self.mesh)
         policy, critic = build_models(cfg, base)
         self.policy_graphdef, p_train, p_frozen = split_trainable(policy, cfg)
+        base_train = p_train
+        if cfg.init_from:
+            p_train = source_params(cfg, p_train)
+            log.info("warm start from %s step %d; KL reference: %s", cfg.init_from, cfg.init_step, cfg.kl_reference)
         params, frozen = {"policy": p_train}, {"policy": p_frozen}
         self.critic_graphdef = None
         if critic is not None:
@@ -190,10 +188,12 @@ class Trainer:
 
         mesh = self.mesh
         self.frozen = jax.device_put(frozen, state_shardings(frozen, mesh))
-        # Full fine-tuning keeps the initial weights as the KL reference (LoRA turns adapters off).
+        # The KL reference: the initial weights ("init"), or the base: LoRA turns the adapters off,
+        # full fine-tuning keeps the base weights.
         self.ref = None
-        if cfg.lora.rank == 0:
-            self.ref = jax.device_put(jax.tree.map(jnp.copy, p_train), state_shardings(p_train, mesh))
+        ref_weights = p_train if cfg.kl_reference == "init" else base_train
+        if cfg.lora.rank == 0 or cfg.kl_reference == "init":
+            self.ref = jax.device_put(jax.tree.map(jnp.copy, ref_weights), state_shardings(ref_weights, mesh))
         state = init_state(params, self.optimizer, cfg.seed)
         self.state_shardings = state_shardings(state, mesh)
         self.state = jax.device_put(state, self.state_shardings)
@@ -292,6 +292,9 @@ class Trainer:
 
     def _row(self, metrics: dict[str, Any], dt: float) -> dict[str, Any]:
         m = {k: float(v) for k, v in metrics.items()}
+        # a diagnostic group without tokens in this batch (NaN) is logged as null, not as a number
+        m = {k: (None if k.startswith(("kl_", "dlogp_", "format_")) and not math.isfinite(v) else v)
+             for k, v in m.items()}
         row = {
             "step": self.step,
             "loss": m.pop("loss"),

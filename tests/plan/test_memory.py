@@ -56,10 +56,12 @@ def test_estimate_is_within_a_factor_of_xla_memory_analysis_on_cpu():
     cfg, arch = _cfg("seq_buckets=[128]"), tiny()
     measured = compiled_step_memory(cfg, arch, 128)
     plan = plan_memory(cfg, arch)
-    # input_ids, targets, attention_mask [B, T], action_positions, action_mask and action_span [B, A]
-    # (A = T = 128 here), five [B, S] span arrays (S = 8; span_start feeds only a critic, so jit
-    # prunes it from the arguments) and the running advantage statistics (3 x 16 float32)
-    batch_inputs = 6 * 4 * 128 * 4 + 5 * 4 * 8 * 4 + 3 * 16 * 4
+    # input_ids, targets, attention_mask [B, T], action_positions, action_mask, action_span and
+    # action_role [B, A] (A = T = 128 here), five [B, S] span arrays (S = 8; span_start feeds only
+    # a critic or the header block, so jit prunes it from the arguments), span_cand_mask [B, S, 10]
+    # and the running advantage statistics (3 x 16 float32); the other candidate arrays feed only
+    # the candidate objective, its metrics or the per-state advantage (off here) and are pruned too
+    batch_inputs = 7 * 4 * 128 * 4 + 5 * 4 * 8 * 4 + 4 * 8 * 10 * 4 + 3 * 16 * 4
     assert plan.static + batch_inputs == pytest.approx(measured["argument"], abs=64)  # + rng key, step
     ratio = plan.peak / measured["peak"]
     assert 0.5 <= ratio <= 2.0, (plan.peak, measured)

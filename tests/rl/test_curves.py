@@ -28,5 +28,18 @@ def test_cli_writes_markdown_and_png(tmp_path, capsys):
     assert main(["curves", f"SFT={a}", "--out", str(tmp_path / "out"), "--window", "2"]) == 0
     assert "| SFT | 4 | loss | 2.500 -> 0.750 |" in (tmp_path / "out" / "curves.md").read_text()
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+    assert "kl_neg_header" not in (tmp_path / "out" / "curves.md").read_text()  # absent: no row
     assert main(["curves", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
     assert "metrics.jsonl: not found" in capsys.readouterr().err
+
+
+def test_diagnostics_appear_in_table(tmp_path):
+    rows = [{"step": i + 1, "loss": 1.0, "kl_action_tokens": 0.1 * i, "kl_neg_header": 0.2, "dlogp_pos_input": 0.5,
+             "header_entropy": 1.5, "header_entropy_pooled": 2.0, "format_logp": -0.1, "kl_pos_header": None}
+            for i in range(4)]
+    table = curves_table({"PPO": rows}, window=2)
+    for key in ("kl_action_tokens", "kl_neg_header", "dlogp_pos_input", "header_entropy", "header_entropy_pooled",
+                "format_logp"):
+        assert f"| PPO | 4 | {key} |" in table
+    assert "| PPO | 4 | kl_action_tokens | 0.050 -> 0.250 |" in table
+    assert "kl_pos_header" not in table  # an empty group is not a 0

@@ -50,7 +50,7 @@ def test_loss_weights_match_torch_and_sum_to_one(normalization):
 def test_ppo_loss_and_grad_match_torch(ratio_level, kl_estimator, entropy_coef, normalization):
     logits, targets, old, ref_lp, adv, mask, span, span_mask = _inputs()
     cfg = P.PPOConfig(clip_eps=0.2, kl_coef=0.05, kl_estimator=kl_estimator, entropy_coef=entropy_coef,
-                      ratio_level=ratio_level)
+                      ratio_level=ratio_level, surrogate="ppo")
     w = P.loss_weights(jnp.asarray(mask), jnp.asarray(span), jnp.asarray(span_mask), normalization)
     ref_logp = np.take_along_axis(ref_lp, targets[..., None], -1)[..., 0]
 
@@ -137,3 +137,51 @@ def test_split_micro_is_strided_and_merge_inverts_it():
     assert micro.shape == (3, 2, 2)
     np.testing.assert_array_equal(micro[0], x[[0, 3]])  # rows 0, 3: every device block contributes
     np.testing.assert_array_equal(merge_micro({"x": micro})["x"], x)
+
+
+@pytest.mark.parametrize("surrogate", ["awr", "filtered"])
+def test_regression_surrogates_are_weighted_nll_with_nonnegative_weights(surrogate):
+    _, _, _, _, adv, mask, span, span_mask = _inputs()
+    rng = np.random.default_rng(3)
+    logp = jnp.asarray(-rng.uniform(0.1, 5, mask.shape), jnp.float32)
+    adv = jnp.asarray(adv * 3.0)  # some advantages far enough out for AWR's weight clip
+    cfg = P.PPOConfig(surrogate=surrogate, kl_coef=0.0, awr_beta=0.5, awr_max_weight=5.0)
+    w = P.loss_weights(jnp.asarray(mask), jnp.asarray(span), jnp.asarray(span_mask), "tokens")
+    f = lambda lp: P.ppo_loss(lp, lp, adv, w, jnp.zeros_like(lp), cfg)[0]  # noqa: E731
+    g = np.asarray(jax.grad(f)(logp))
+    a = np.asarray(adv)
+    weight = np.minimum(np.exp(a / 0.5), 5.0) if surrogate == "awr" else np.maximum(a, 0.0)
+    np.testing.assert_allclose(g, -np.asarray(w) * weight, rtol=1e-6, atol=1e-8)
+    assert (g <= 0).all()  # no token is pushed down, whatever its advantage
+    if surrogate == "awr":
+        assert (weight[np.asarray(w) > 0] == 5.0).any()  # the clip is exercised
+
+
+def test_ppo_ref_bounds_the_first_epoch_where_snapshot_ppo_does_not():
+    """First epoch: snapshot PPO's ratio is 1, so a negative-advantage token is pushed down
+    however far it already is from the reference; with the ratio to the reference, a token
+    already below (1 - eps) of the reference's probability gets no push."""
+    rng = np.random.default_rng(4)
+    shape = (2, 6)
+    ref_logp = jnp.asarray(-rng.uniform(0.5, 3, shape), jnp.float32)
+    logp = ref_logp + jnp.asarray([[-1.0, -0.05, 0.5, -1.0, 0.05, -0.5]] * 2, jnp.float32)
+    adv = jnp.asarray([[-1.0] * 6, [1.0] * 6], jnp.float32)
+    w = jnp.full(shape, 1.0 / 12)
+    zero_kl = jnp.zeros(shape)
+    snap = P.PPOConfig(surrogate="ppo", kl_coef=0.0)
+    g_snap = np.asarray(jax.grad(lambda lp: P.ppo_loss(lp, jax.lax.stop_gradient(lp), adv, w, zero_kl, snap)[0])(logp))
+    np.testing.assert_allclose(g_snap, -np.asarray(adv * w), rtol=1e-6)  # unbounded: every token pushed
+    ref = P.PPOConfig(surrogate="ppo_ref", kl_coef=0.0)
+    g_ref = np.asarray(jax.grad(lambda lp: P.ppo_loss(lp, ref_logp, adv, w, zero_kl, ref)[0])(logp))
+    ratio = np.exp(np.asarray(logp - ref_logp))
+    bounded = ((np.asarray(adv) < 0) & (ratio < 0.8)) | ((np.asarray(adv) > 0) & (ratio > 1.2))
+    assert bounded.any() and (~bounded).any()
+    assert (g_ref[bounded] == 0).all()
+    np.testing.assert_allclose(g_ref[~bounded], (-np.asarray(adv * w) * ratio)[~bounded], rtol=1e-5)
+
+
+def test_surrogate_config_is_validated():
+    with pytest.raises(ValueError, match="ppo.surrogate"):
+        P.PPOConfig(surrogate="dpo")
+    with pytest.raises(ValueError, match="awr_beta"):
+        P.PPOConfig(awr_beta=0.0)

@@ -122,7 +122,7 @@ def test_ppo_epochs_keep_the_snapshot_log_probs(tiny_model_dir, stage1_run, tmp_
     parameters at the start of the step (taken from the first update's forward pass), as in a
     reference loop that computes them in a separate pass."""
     t = _trainer(tiny_model_dir, stage1_run, tmp_path / "ppo2", "algo=ppo", "ppo.ppo_epochs=2",
-                 "optim.warmup_steps=0", "optim.lr=0.05")
+                 "ppo.surrogate=ppo", "optim.warmup_steps=0", "optim.lr=0.05")
     try:
         batch = next(t.data)
         t.state = _with_nonzero_b(t.state)

@@ -1,0 +1,26 @@
+"""Experiment arms that warm-start from earlier arms, the candidate-objective arm and
+compute-matched updates."""
+
+import pytest
+
+from spark_jax.apps import experiment
+from spark_jax.apps.experiment import ExperimentConfig, arm_dir, arm_name, parse_arm
+
+
+def test_warm_started_and_candidate_arms():
+    assert parse_arm("ppo:lowest_viable@sft") == ("ppo", "lowest_viable", "sft")
+    assert parse_arm("sft:greedy") == ("sft", "greedy", "")
+    assert arm_name("cand:lowest_viable@sft") == "CAND-rarity-from-SFT"
+    assert arm_dir("ppo:lowest_viable@sft") == "train_ppo_lowest_viable_from_sft"
+    assert arm_dir("sft:greedy") == "train_sft_greedy"  # unchanged: earlier runs resume
+    cfg = ExperimentConfig(arms=("sft:lowest_viable", "cand:lowest_viable@sft"))
+    tc = experiment.train_config(cfg, "cand", "data", init_from="runs/sft")
+    assert tc.algo == "ppo" and tc.candidates.loss == "xent" and not tc.candidates.token_header
+    assert tc.init_from == "runs/sft" and tc.kl_reference == "init"
+    sft = experiment.train_config(cfg, "sft", "data")
+    assert sft.updates_per_step == tc.updates_per_step == 2 and sft.init_from == ""
+    assert experiment.train_config(ExperimentConfig(remat=True), "sft", "data").remat
+    with pytest.raises(ValueError, match="must be an earlier arm"):
+        ExperimentConfig(arms=("ppo:lowest_viable@sft",))
+    with pytest.raises(ValueError, match="algo from"):
+        ExperimentConfig(arms=("dpo:lowest_viable",))
