@@ -104,7 +104,7 @@ def run_mode(mode: str, args, arch, mesh) -> dict:
     total = cfg.steps * cfg.updates_per_step
     optimizer = make_optimizer(cfg.optim, total)
     frozen = jax.device_put({"policy": p_frozen}, state_shardings({"policy": p_frozen}, mesh))
-    state = init_state({"policy": p_train}, optimizer, cfg.seed)
+    state = init_state({"policy": p_train}, optimizer)
     state_sh = state_shardings(state, mesh)
     state = jax.device_put(state, state_sh)
     bsh = batch_sharding(mesh, (cfg.batch_size,))

@@ -88,7 +88,7 @@ def abstract_run(cfg: TrainConfig, arch: LlamaConfig) -> AbstractRun:
 
     params, frozen, ref = jax.eval_shape(build)
     optimizer = make_optimizer(cfg.optim, cfg.steps * cfg.updates_per_step)
-    state = jax.eval_shape(lambda p: init_state(p, optimizer, cfg.seed), params)
+    state = jax.eval_shape(lambda p: init_state(p, optimizer), params)
     return AbstractRun(graphdefs["policy"], graphdefs["critic"], params, frozen, ref, state, optimizer)
 
 

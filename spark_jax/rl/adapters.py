@@ -43,8 +43,8 @@ class LoraConfig:
     qlora_tile_size rows of the input dimension sharing one NF4 scale
     """
 
-    rank: int = 0
-    alpha: float = 16.0
+    rank: int = 16
+    alpha: float = 32.0
     target_modules: str = DEFAULT_TARGETS
     qlora: bool = False
     qlora_tile_size: int = 64

@@ -115,7 +115,7 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     candidates: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
-    lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=16, alpha=32.0))
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     hardware: HardwareConfig = dataclasses.field(default_factory=HardwareConfig)
 

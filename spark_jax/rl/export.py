@@ -41,7 +41,7 @@ def load_trained_policy(run_dir: str | pathlib.Path, step: int | None = None) ->
         if critic is not None:
             params["critic"] = split_trainable(critic, cfg, critic=True)[1]
         optimizer = make_optimizer(cfg.optim, cfg.steps * cfg.updates_per_step)
-        abstract = jax.eval_shape(lambda p: init_state(p, optimizer, cfg.seed), params)
+        abstract = jax.eval_shape(lambda p: init_state(p, optimizer), params)
         shardings = state_shardings(abstract, make_mesh((1, 1, 1), jax.devices()[:1]))
         abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract, shardings)

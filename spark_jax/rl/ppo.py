@@ -106,12 +106,6 @@ class PPOConfig:
             raise ValueError("ppo.awr_beta and ppo.awr_max_weight must be > 0")
 
 
-def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
-    """Mean of x where mask is 1 (0 where the mask is empty)."""
-    mask = mask.astype(x.dtype)
-    return (x * mask).sum(axis=axis) / jnp.maximum(mask.sum(axis=axis), 1.0)
-
-
 def token_logprobs(logits_btv: jax.Array, targets_bt: jax.Array) -> jax.Array:
     """log p(targets[b, t] | logits[b, t]) [B, T], float32, as logit[target] - logsumexp
     (no [B, T, V] log-softmax is built)."""

@@ -1,6 +1,6 @@
 """The jitted train step: PPO (or SFT) updates over one batch, as a pure function.
 
-State pytree: ``{"params", "opt_state", "step", "rng", "adv_stats"}`` where ``params`` is
+State pytree: ``{"params", "opt_state", "step", "adv_stats"}`` where ``params`` is
 ``{"policy": trainable State, ["critic": trainable State]}`` and ``adv_stats`` holds the running
 return statistics of ``spark_jax.rl.advantages``. Frozen weights (the base under LoRA, or the
 whole reference policy under full fine-tuning) come in as separate arguments.
@@ -295,19 +295,17 @@ def make_train_step(
             metrics[f"reward_sum_{name}"] = (batch["span_reward"] * of_kind).sum()
         metrics["action_tokens"] = batch["action_mask"].sum()
         metrics["tokens"] = batch["attention_mask"].sum()
-        rng, _ = jax.random.split(state["rng"])
-        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": rng,
+        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                      "adv_stats": adv_stats}
         return new_state, metrics
 
     return step
 
 
-def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> dict[str, Any]:
+def init_state(params: Any, optimizer: optax.GradientTransformation) -> dict[str, Any]:
     return {
         "params": params,
         "opt_state": optimizer.init(params),
         "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.PRNGKey(seed),
         "adv_stats": adv_lib.init_stats(),
     }

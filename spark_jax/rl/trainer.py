@@ -194,7 +194,7 @@ class Trainer:
         ref_weights = p_train if cfg.kl_reference == "init" else base_train
         if cfg.lora.rank == 0 or cfg.kl_reference == "init":
             self.ref = jax.device_put(jax.tree.map(jnp.copy, ref_weights), state_shardings(ref_weights, mesh))
-        state = init_state(params, self.optimizer, cfg.seed)
+        state = init_state(params, self.optimizer)
         self.state_shardings = state_shardings(state, mesh)
         self.state = jax.device_put(state, self.state_shardings)
 
