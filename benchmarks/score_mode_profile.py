@@ -97,7 +97,8 @@ def profile(data: str, n: int, model_name: str = "embedded") -> dict:
     return {"questions": len(questions), "wall_s": round(wall, 2), "s_per_question": round(wall / len(questions), 3),
             "phases_s": {k: round(v, 2) for k, v in phases.items()},
             "kernels_s": {k: round(v, 2) for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])},
-            "answered": answered, "tool_calls": sum(len(r["actions"]) - 1 for r in rows)}
+            "answered": answered, "tool_calls": sum(len(r["actions"]) - 1 for r in rows),
+            "session_restarts": getattr(agent, "session_restarts", None)}
 
 
 def main() -> None:

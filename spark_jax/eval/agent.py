@@ -133,6 +133,7 @@ class PolicyAgent:
         self._chunk: list[_Episode] = []  # the episodes of that session, one row each
         # seconds per phase of the last runs (benchmarks/score_mode_profile.py reads them)
         self.phase_seconds: collections.Counter = collections.Counter()
+        self.session_restarts = 0
 
     # ---- decoding helpers -----------------------------------------------------------------
 
@@ -262,6 +263,9 @@ class PolicyAgent:
         rows = [states.get(id(e)) for e in chunk]
         with self._timed("prefill (new state tokens)"):
             if self._session is None or not self._session.extend_to(rows):
+                # a state that is not an extension of the cached one (a chat template that rewrites
+                # earlier turns) costs a fresh prefill of every state of the chunk; counted
+                self.session_restarts += self._session is not None
                 system = self._system_ids_for(chunk[0].messages)
                 self._session = DecodeSession(self.model, system, rows=len(chunk))
                 if not self._session.extend_to([r if r is not None else system for r in rows]):

@@ -33,6 +33,7 @@ class ScriptedAgent(PolicyAgent):
         self.model, self.config, self.name, self.eos = model, AgentConfig(**kw), "scripted", (2,)
         self.tool_runner, self._seed = runner or default_runner, 0
         self.phase_seconds, self._session, self._chunk, self._system_ids = collections.Counter(), None, [], {}
+        self.session_restarts = 0
         self.letter, self.letters_read = letter, 0
 
     def _choose(self, active):

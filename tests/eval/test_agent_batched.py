@@ -42,6 +42,7 @@ def test_batched_header_scores_equal_the_per_question_path(tiny):
                         tool_runner=_runner)
     rows = agent.run(QUESTIONS)  # two chunks: 2 questions, then 1
     assert agent.phase_seconds["header scoring"] > 0
+    assert agent.session_restarts == 0  # ChatML states only grow: each step appends to the cache
     checked = 0
     for row in rows:
         assert row["header_logprobs"], "score mode records the ten header log-probs per step"

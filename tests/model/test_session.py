@@ -51,3 +51,24 @@ def test_a_state_that_is_not_an_extension_is_refused(tiny):
     assert session.extend_to([[3, 4, 5, 6, 7]])
     assert not session.extend_to([[3, 4, 5, 9, 7, 8]])
     assert session.tokens == [[6, 7]]
+
+
+def test_the_cache_grows_past_its_slots_and_rewinds(tiny, monkeypatch):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "SLOT_STEP", 32)
+    rng = np.random.default_rng(2)
+    vocab = tiny.config.vocab_size
+    prefix = rng.integers(3, vocab, size=10).tolist()
+    state = prefix + rng.integers(3, vocab, size=15).tolist()
+    session = DecodeSession(tiny, prefix, rows=1)
+    session.extend_to([state])
+    slots = session.slots
+    mark = session.mark()
+    session.extend([rng.integers(3, vocab, size=30).tolist()])  # past the first 32 slots
+    assert session.slots > slots
+    session.rewind(mark)
+    assert session.tokens == [state[10:]] and session.index == mark[0]
+    conts = [[5, 6, 7]]
+    got = session.score(conts)[0, 0, :3]
+    np.testing.assert_allclose(got, full_sequence_logprobs(tiny, state, conts)[0], atol=1e-4, rtol=0)
