@@ -3,9 +3,10 @@
 Each side is a worker process that imports ``spark_jax`` from its own checkout (``--base`` is
 e.g. a ``git worktree add /tmp/base 9b98d75``), loads the model and evaluates chunks of held-out
 MMLU-Pro questions on command with the experiment's agent settings (score mode, 2 policy actions,
-64 input tokens, 96 answer tokens). After one untimed warm-up chunk each (compilation), the
-chunks alternate: base chunk k, ours chunk k, base chunk k + 1, ... so both sides see the same
-machine conditions. The script also checks that both sides give the same header log-probs on
+64 input tokens, 96 answer tokens). After one untimed pass over the same questions (every shape
+compiled on both sides), the chunks alternate: base chunk k, ours chunk k, base chunk k + 1, ...
+so both sides see the same machine conditions. Both sides' seconds are split by phase (the older agent's scoring and
+decoding calls are timed from outside; the newer one times its own phases). The script also checks that both sides give the same header log-probs on
 every step whose state is identical on both sides (the first step always is).
 
     PYTHONPATH=. .venv/bin/python benchmarks/score_mode_speed.py --base /path/to/old/checkout \
@@ -37,14 +38,39 @@ def _worker(root: str, data: str, answer_mode: str | None) -> None:
     kw = dict(max_steps=2, mode="score", max_action_tokens=64, max_answer_tokens=96, observation_chars=600)
     if answer_mode is not None:
         kw["answer_mode"] = answer_mode
-    agent = agent_mod.PolicyAgent(model, agent_mod.AgentConfig(**kw), name="base")
+    config = agent_mod.AgentConfig(**kw)
+    phase_seconds: dict[str, float] = {}
+
+    def timed(fn, phase_of):
+        def inner(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phase = phase_of(*a, **k)
+                phase_seconds[phase] = phase_seconds.get(phase, 0.0) + time.perf_counter() - t
+        return inner
+
+    from spark_jax.tools import run_tool
+
+    agent = agent_mod.PolicyAgent(model, config, name="base",
+                                  tool_runner=timed(run_tool, lambda *a, **k: "tools"))
+    if hasattr(agent, "phase_seconds"):
+        phase_seconds = agent.phase_seconds  # the agent times its own phases (tools: wall of each batch)
+        agent.tool_runner = run_tool
+    else:  # the older agent: its scoring and decoding calls, timed from outside
+        agent.score_actions = timed(agent.score_actions, lambda *a, **k: "header scoring (prefill + headers)")
+        agent._decode = timed(agent._decode, lambda ids, max_new: "input decode (prefill + decode)"
+                              if max_new == config.max_action_tokens else "final answer (prefill + decode)")
     print(json.dumps({"ready": True, "package": sys.modules["spark_jax"].__file__}), flush=True)
     for line in sys.stdin:
         ids = json.loads(line)["questions"]
+        before = dict(phase_seconds)
         t0 = time.perf_counter()
         rows = agent.run([by_id[i] for i in ids])
         seconds = time.perf_counter() - t0
-        print(json.dumps({"seconds": seconds, "rows": [
+        phases = {k: v - before.get(k, 0.0) for k, v in phase_seconds.items()}
+        print(json.dumps({"seconds": seconds, "phases": phases, "rows": [
             {"question_id": r["question_id"], "pred": r["pred"], "header_logprobs": r["header_logprobs"],
              "transcript": r["transcript"]} for r in rows]}), flush=True)
 
@@ -111,19 +137,22 @@ def main() -> None:
     from spark_jax.cli.eval import select_questions
 
     heldout, _ = select_questions(args.data, "heldout", per_category=10, seed=0)
-    step = max(1, len(heldout) // (args.questions + args.chunk))
-    ids = [q["question_id"] for q in heldout[::step]]
-    warm, timed = ids[:args.chunk], ids[args.chunk:args.chunk + args.questions]
+    step = max(1, len(heldout) // args.questions)
+    timed = [q["question_id"] for q in heldout[::step]][:args.questions]
     base = _Side(str(pathlib.Path(args.base).resolve()), args.data, None)
     ours = _Side(str(HERE.parents[1]), args.data, args.answer_mode)
-    base.run(warm), ours.run(warm)  # compilation, untimed
+    for start in range(0, len(timed), args.chunk):  # an untimed pass first: every shape compiled
+        base.run(timed[start:start + args.chunk]), ours.run(timed[start:start + args.chunk])
     times = {"base": [], "ours": []}
+    phases: dict[str, dict[str, float]] = {"base": {}, "ours": {}}
     rows = {"base": {}, "ours": {}}
     for start in range(0, len(timed), args.chunk):
         chunk = timed[start:start + args.chunk]
         for name, side in (("base", base), ("ours", ours)):
             got = side.run(chunk)
             times[name].append(got["seconds"])
+            for k, v in got["phases"].items():
+                phases[name][k] = phases[name].get(k, 0.0) + v
             rows[name].update({r["question_id"]: r for r in got["rows"]})
     base.close(), ours.close()
     worst, compared = 0.0, 0
@@ -138,6 +167,9 @@ def main() -> None:
         "base_s_per_question": round(sum(times["base"]) / n, 3), "ours_s_per_question": round(sum(times["ours"]) / n, 3),
         "speedup": round(sum(times["base"]) / sum(times["ours"]), 2),
         "chunk_speedups": [round(b / o, 2) for b, o in zip(times["base"], times["ours"])],
+        "phases_s": {name: {**{k: round(v, 2) for k, v in phases[name].items()},
+                            "host (rest)": round(sum(times[name]) - sum(phases[name].values()), 2)}
+                     for name in ("base", "ours")},
         "header_steps_compared": compared, "max_abs_header_logprob_diff": worst,
         "answered_base": sum(r["pred"] is not None for r in rows["base"].values()),
         "answered_ours": sum(r["pred"] is not None for r in rows["ours"].values()),

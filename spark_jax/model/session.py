@@ -136,7 +136,7 @@ class DecodeSession:
                             functools.partial(_init, self.pm.graphdef, rows=self.rows_b, slots=slots))
             self._cache, self._last, self._pos = init(self.pm.state, prefix)
         else:
-            grow = self._fn("grow", (self.rows_b, self.slots, slots), functools.partial(_grow, slots=slots), (0,))
+            grow = self._fn("grow", (self.rows_b, self.slots, slots), functools.partial(_grow, slots=slots))
             self._cache = grow(self._cache)
         self.slots = slots
 
