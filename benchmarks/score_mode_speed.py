@@ -10,7 +10,7 @@ decoding calls are timed from outside; the newer one times its own phases). The 
 every step whose state is identical on both sides (the first step always is).
 
     PYTHONPATH=. .venv/bin/python benchmarks/score_mode_speed.py --base /path/to/old/checkout \
-        --data MMLU_PRO.jsonl [--questions 32] [--chunk 16] [--answer-mode letter] [--json out.json]
+        --data MMLU_PRO.jsonl [--questions 32] [--chunk 16] [--answer-mode letter] [--json out.json] [--md out.md]
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16, help="questions per timed call (the agent's batch)")
     ap.add_argument("--answer-mode", default=None, help="ours: letter (default) or text")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--md", help="also write the Markdown table here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,6 +179,25 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.md:
+        pathlib.Path(args.md).write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """The result as the Markdown that docs/performance.md quotes: seconds per phase, both sides."""
+    n = result["questions"]
+    lines = [f"| phase | base: s per question | ours: s per question |", "|---|---|---|"]
+    names = list(dict.fromkeys(list(result["phases_s"]["base"]) + list(result["phases_s"]["ours"])))
+    for k in names:
+        b, o = result["phases_s"]["base"].get(k), result["phases_s"]["ours"].get(k)
+        lines.append(f"| {k} | {'-' if b is None else f'{b / n:.2f}'} | {'-' if o is None else f'{o / n:.2f}'} |")
+    lines.append(f"| **total** | **{result['base_s_per_question']:.2f}** | **{result['ours_s_per_question']:.2f}** |")
+    lines += ["", f"{n} questions, chunks of {result['chunk']}, timed alternately after an untimed pass; "
+              f"speedup **{result['speedup']}x** (per chunk: {result['chunk_speedups']}); answered: base "
+              f"{result['answered_base']}/{n}, ours {result['answered_ours']}/{n} (answer mode: "
+              f"{result['answer_mode_ours']}); header log-probs on {result['header_steps_compared']} steps with "
+              f"identical states differ by at most {result['max_abs_header_logprob_diff']:.1e}.", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
