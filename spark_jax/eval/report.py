@@ -247,7 +247,7 @@ def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[st
     fig.savefig(out / PLOTS[1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(traj) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.8 * len(traj) + 3), 5))
     pos = np.arange(len(traj))
     max_h = np.log2(len(TOOL_ACTIONS) + 1)
     width = 0.38
@@ -277,8 +277,9 @@ def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[st
     ax.set_xlim(-0.6, max(1, len(traj)) - 0.4)
     ax.set_ylim(0, max_h * 1.4)
     ax.set_ylabel("entropy (bits)")
-    ax.set_title("Tool selection: pooled entropy (variety across questions) and per-state header entropy")
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.set_title("Tool selection: pooled tool entropy (variety across questions)\n"
+                 "and per-state header entropy (spread of each choice)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", ncol=1)
     fig.tight_layout()
     fig.savefig(out / PLOTS[2], dpi=110)
     plt.close(fig)
