@@ -32,6 +32,10 @@ from spark_jax.model import generate as gen
 from spark_jax.model.llama import KVCache
 
 SLOT_STEP = 512
+# A block is padded to its longest row, and on a CPU a bigger batch does not make a prefill
+# cheaper: rows of a block longer than this are sorted by length and run in groups of this many,
+# each group in the same slots (left-aligned there; the slots after a short row stay invalid).
+GROUP_ROWS = 4
 
 
 def _init(graphdef, state, prefix: KVCache, *, rows: int, slots: int):
@@ -55,6 +59,24 @@ def _extend(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, ids_bt
     fresh = mask_bt.astype(jnp.bool_).any(axis=1)
     last = jnp.where(fresh[:, None, None], hidden[:, -1:, :].astype(last_hidden_b1d.dtype), last_hidden_b1d)
     return cache, last, next_pos_b + mask_bt.astype(jnp.int32).sum(axis=1)
+
+
+def _extend_rows(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_gt, mask_gt, end):
+    """``_extend`` for the G rows ``rows_g`` only, right-padded [G, T] tokens written from the
+    cache's index; the cache's index becomes ``end``. Their caches are gathered, extended and put back; other rows are unchanged."""
+    model = nnx.merge(graphdef, state)
+    take = lambda x: x[rows_g]  # noqa: E731
+    sub = KVCache(tuple(map(take, cache.keys)), tuple(map(take, cache.values)), take(cache.valid_bs), cache.index)
+    positions = next_pos_b[rows_g][:, None] + jnp.cumsum(mask_gt, axis=1, dtype=jnp.int32) - 1
+    hidden, sub = model.hidden_states(ids_gt, positions, mask_gt, sub)
+    put = lambda full, part: full.at[rows_g].set(part)  # noqa: E731
+    cache = KVCache(tuple(map(put, cache.keys, sub.keys)), tuple(map(put, cache.values, sub.values)),
+                    put(cache.valid_bs, sub.valid_bs), end)
+    count = mask_gt.astype(jnp.int32).sum(axis=1)  # right-padded: row i's last token is at count - 1
+    at_last = jnp.take_along_axis(hidden, jnp.maximum(count - 1, 0)[:, None, None], axis=1)
+    old = last_hidden_b1d[rows_g]
+    last = last_hidden_b1d.at[rows_g].set(jnp.where((count > 0)[:, None, None], at_last.astype(old.dtype), old))
+    return cache, last, next_pos_b.at[rows_g].add(mask_gt.astype(jnp.int32).sum(axis=1))
 
 
 def _rollback(cache: KVCache, index, width: int) -> KVCache:
@@ -163,25 +185,50 @@ class DecodeSession:
         return True
 
     def extend(self, new_tokens: Sequence[Sequence[int]]) -> None:
-        """Appends ``new_tokens[i]`` (possibly empty) to row i, all rows in one [B, T] block."""
-        longest = max((len(t) for t in new_tokens), default=0)
-        if longest == 0:
+        """Appends ``new_tokens[i]`` (possibly empty) to row i, all rows in one block of T slots
+        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows, one
+        [G, T_g] pass per group of rows sorted by length, each from the block's first slot."""
+        if len(new_tokens) != self.rows:
+            raise ValueError(f"extend got {len(new_tokens)} rows of tokens for {self.rows} rows")
+        todo = sorted((i for i, t in enumerate(new_tokens) if t), key=lambda i: len(new_tokens[i]))
+        if not todo:
             return
-        t = length_bucket(longest)
-        ids = np.zeros((self.rows_b, t), np.int32)
-        mask = np.zeros((self.rows_b, t), np.int32)
-        for i, toks in enumerate(new_tokens):
-            if toks:
-                ids[i, t - len(toks):] = toks
-                mask[i, t - len(toks):] = 1
-        self.pm._check_ids(ids)
+        t = length_bucket(len(new_tokens[todo[-1]]))
         self._ensure(t)
-        fn = self._fn("extend", (self.rows_b, self.slots, t), functools.partial(_extend, self.pm.graphdef), (1,))
-        self._cache, self._last, self._pos = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(ids),
-                                                jnp.asarray(mask))
+        if self.rows_b <= GROUP_ROWS:
+            ids, mask = self._block([list(x) for x in new_tokens] + [[]] * (self.rows_b - self.rows), t, left=True)
+            fn = self._fn("extend", (self.rows_b, self.slots, t), functools.partial(_extend, self.pm.graphdef), (1,))
+            self._cache, self._last, self._pos = fn(self.pm.state, self._cache, self._last, self._pos,
+                                                    jnp.asarray(ids), jnp.asarray(mask))
+        else:
+            for start in range(0, len(todo), GROUP_ROWS):
+                group = todo[start:start + GROUP_ROWS]
+                toks = [list(new_tokens[i]) for i in group]
+                # a short last group is filled with rows it leaves unchanged (no tokens)
+                fill = [i for i in range(self.rows_b) if i not in group][:GROUP_ROWS - len(group)]
+                tg = length_bucket(max(map(len, toks)))
+                ids, mask = self._block(toks + [[]] * len(fill), tg, left=False)
+                fn = self._fn("extend", (self.rows_b, self.slots, GROUP_ROWS, tg),
+                              functools.partial(_extend_rows, self.pm.graphdef), (1,))
+                self._cache, self._last, self._pos = fn(
+                    self.pm.state, self._cache, self._last, self._pos, jnp.asarray(np.asarray(group + fill, np.int32)),
+                    jnp.asarray(ids), jnp.asarray(mask),
+                    jnp.asarray(self.index + (t if start + GROUP_ROWS >= len(todo) else 0), jnp.int32))
         self.index += t
         for row, toks in zip(self.tokens, new_tokens):
             row.extend(int(x) for x in toks)
+
+    def _block(self, rows: Sequence[Sequence[int]], t: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and mask [len(rows), t], each row padded on the left (or the right)."""
+        ids = np.zeros((len(rows), t), np.int32)
+        mask = np.zeros((len(rows), t), np.int32)
+        for i, toks in enumerate(rows):
+            if toks:
+                sl = slice(t - len(toks), t) if left else slice(0, len(toks))
+                ids[i, sl] = toks
+                mask[i, sl] = 1
+        self.pm._check_ids(ids)
+        return ids, mask
 
     def mark(self) -> tuple:
         """The session's state now, for :meth:`rewind` (e.g. before appending a scratch header)."""

@@ -13,7 +13,11 @@ def tiny(tiny_model_dir):
     return spark_jax.load_pretrained(str(tiny_model_dir))
 
 
-def test_scores_after_appends_equal_full_sequence_scores(tiny):
+@pytest.mark.parametrize("group_rows", [4, 1])  # one [B, T] block; groups of one row each (gathered)
+def test_scores_after_appends_equal_full_sequence_scores(tiny, monkeypatch, group_rows):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "GROUP_ROWS", group_rows)
     rng = np.random.default_rng(0)
     vocab = tiny.config.vocab_size
     prefix = rng.integers(3, vocab, size=20).tolist()
@@ -32,7 +36,11 @@ def test_scores_after_appends_equal_full_sequence_scores(tiny):
                   for i, (s, k) in enumerate(zip(states, (7, 2, 40)))]
 
 
-def test_greedy_decode_equals_generate_and_leaves_the_state(tiny):
+@pytest.mark.parametrize("group_rows", [4, 1])
+def test_greedy_decode_equals_generate_and_leaves_the_state(tiny, monkeypatch, group_rows):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "GROUP_ROWS", group_rows)
     rng = np.random.default_rng(1)
     vocab = tiny.config.vocab_size
     prefix = rng.integers(3, vocab, size=12).tolist()
