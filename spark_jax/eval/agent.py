@@ -270,6 +270,7 @@ class PolicyAgent:
                 self._session = DecodeSession(self.model, system, rows=len(chunk))
                 if not self._session.extend_to([r if r is not None else system for r in rows]):
                     raise RuntimeError("a state does not start with its rendered system prompt")
+            self._session.wait()  # so the prefill's seconds land in this phase, not the next one
         index = {id(e): i for i, e in enumerate(chunk)}
         return [index[id(e)] for e in episodes]
 

@@ -230,6 +230,11 @@ class DecodeSession:
         self.pm._check_ids(ids)
         return ids, mask
 
+    def wait(self) -> None:
+        """Blocks until the appends so far are computed (JAX runs them asynchronously; for timing)."""
+        if self._cache is not None:
+            jax.block_until_ready(self._cache)
+
     def mark(self) -> tuple:
         """The session's state now, for :meth:`rewind` (e.g. before appending a scratch header)."""
         return self.index, [len(t) for t in self.tokens], self._last, self._pos
