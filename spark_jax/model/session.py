@@ -106,6 +106,12 @@ def _score(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_n
     return jnp.transpose(lp_nbh, (1, 0, 2)), _rollback(cache, index0, h)
 
 
+def _next_token(graphdef, state, last_hidden_b1d, ids_n):
+    """Log-probs [B, N, 1] of N one-token continuations: the state's next-token distribution."""
+    logits = nnx.merge(graphdef, state).project(last_hidden_b1d)[:, 0]
+    return (logits[:, ids_n] - jax.nn.logsumexp(logits, axis=-1, keepdims=True))[:, :, None]
+
+
 def _generate(graphdef, nb: int, blocks: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, limit,
               temperature, rng, eos_ids):
     index0 = cache.index
@@ -252,6 +258,11 @@ class DecodeSession:
         """Per-token log-probs [rows, N, H] (0 on padding) of each continuation after each row's state."""
         if not continuations or not all(continuations):
             raise ValueError("score needs non-empty continuations")
+        if max(map(len, continuations)) == 1:  # e.g. option letters: no pass over the cache at all
+            ids = np.asarray([c[0] for c in continuations], np.int32)
+            self.pm._check_ids(ids)
+            fn = self._fn("next_token", (self.rows_b, len(ids)), functools.partial(_next_token, self.pm.graphdef))
+            return np.asarray(jax.device_get(fn(self.pm.state, self._last, jnp.asarray(ids))))[:self.rows]
         n, h = len(continuations), bucket(max(map(len, continuations)), minimum=8)
         conts = np.zeros((n, h), np.int32)
         cmask = np.zeros((n, h), np.int32)

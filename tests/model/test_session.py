@@ -22,16 +22,19 @@ def test_scores_after_appends_equal_full_sequence_scores(tiny, monkeypatch, grou
     vocab = tiny.config.vocab_size
     prefix = rng.integers(3, vocab, size=20).tolist()
     conts = [rng.integers(3, vocab, size=k).tolist() for k in (1, 4, 6)]
+    singles = [[int(t)] for t in rng.integers(3, vocab, size=5)]  # one-token continuations: no scan
     states = [prefix + rng.integers(3, vocab, size=n).tolist() for n in (5, 30, 17)]
     session = DecodeSession(tiny, prefix, rows=3)
     for step in range(3):  # the states grow by uneven amounts; one row does not grow at step 1
         assert session.extend_to([None if (step == 1 and i == 0) else s for i, s in enumerate(states)])
-        got = session.score(conts)
+        got, got1 = session.score(conts), session.score(singles)
         for i, s in enumerate(states):
             want = full_sequence_logprobs(tiny, s, conts)
             for j, w in enumerate(want):
                 np.testing.assert_allclose(got[i, j, :len(w)], w, atol=1e-4, rtol=0)
                 assert not got[i, j, len(w):].any()
+            np.testing.assert_allclose(got1[i, :, 0], [w[0] for w in full_sequence_logprobs(tiny, s, singles)],
+                                       atol=1e-4, rtol=0)
         states = [s + rng.integers(3, vocab, size=k).tolist() if not (step == 0 and i == 0) else s
                   for i, (s, k) in enumerate(zip(states, (7, 2, 40)))]
 
