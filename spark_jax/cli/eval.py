@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="generate", choices=("generate", "score"),
                    help="the policy writes its action (generate) or ranks the ten action headers (score)")
     p.add_argument("--max-steps", type=int, default=5, metavar="K", help="actions before a forced final answer")
+    p.add_argument("--answer-mode", default="letter", choices=("letter", "text"),
+                   help="letter: the final answer is read by scoring the option letters after 'The answer is (' "
+                        "(always answered); text: the free-text answer of earlier versions")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--reference-preds", metavar="FILE",
                    help="a predictions file (question_id, pred), e.g. the published Llama-3.1-8B-Instruct results")
@@ -84,7 +87,8 @@ def _eval(args: argparse.Namespace) -> int:
     from spark_jax.model.pretrained import load_pretrained
 
     adapters = parse_adapters(args.adapter)
-    agent_config = AgentConfig(max_steps=args.max_steps, mode=args.mode, batch_size=args.batch_size)
+    agent_config = AgentConfig(max_steps=args.max_steps, mode=args.mode, batch_size=args.batch_size,
+                               answer_mode=args.answer_mode)
     questions, described = select_questions(args.data, args.split, questions_path=args.questions,
                                             per_category=args.per_category, seed=args.seed)
     if not questions:
@@ -99,6 +103,7 @@ def _eval(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     summary = write_report(out, rows, title="spark-jax evaluation", meta={
         "questions": f"{len(questions)} ({described})", "base model": args.model, "mode": args.mode,
+        "answer mode": args.answer_mode,
         "max steps": args.max_steps, "seconds": round(time.perf_counter() - t0, 1),
     })
     write_trajectories(out / "trajectories.jsonl", rows)
