@@ -83,7 +83,6 @@ class ExperimentConfig:
     concurrency: int = 8
 
     def __post_init__(self):
-        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.selection import RULES
 
         for name in ("train_questions", "rollout_steps", "train_steps", "batch_size", "lora_rank", "eval_steps",
@@ -123,7 +122,6 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.core.config_io import load_config
 
     cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
@@ -160,7 +158,6 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
     """The arms' shared TrainConfig: same steps, seed (``cfg.seed`` unless given), learning rate,
     adapters and updates per batch; the seed sets the LoRA initialisation and the data order.
     ``cand`` adds the candidate objective to PPO, ``init_from`` warm-starts."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
@@ -187,21 +184,15 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
 
 def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     """Runs (or resumes) every stage into ``out``; returns the Markdown table it wrote."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+    from spark_jax.apps import pipeline
     from spark_jax.data import mmlu_pro
-    from spark_jax.judge import JudgeConfig, build_judge
-    from spark_jax.model.pretrained import load_pretrained
-    from spark_jax.rollout.generators import GeneratorConfig, build_generator
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     source = mmlu_pro.resolve_source(cfg.data or None)
     questions = mmlu_pro.load_questions(source)
-    base = load_pretrained(cfg.model)
-    judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
-    generator = build_generator(GeneratorConfig(backend="local", model=cfg.model), local_model=base)
-    env = _Env(source, questions, base, judge, generator)
+    env = pipeline.local_env(cfg.model, source, questions)
     if not cfg.seeds:
         timings = _Timings(out / "timings.json")
         labels, reports, _ = _run_seed(cfg, cfg.seed, out, env, timings, heldout_ids=None, base_rows=None)
@@ -228,32 +219,17 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     return table
 
 
-@dataclasses.dataclass(frozen=True)
-class _Env:
-    """What every seed shares: the questions, the base model, the Stage 1 judge and generator."""
-    source: Any
-    questions: list
-    base: Any
-    judge: Any
-    generator: Any
-
-
-def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env: _Env, timings: "_Timings", *,
+def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings: "_Timings", *,
               heldout_ids: list[int] | None, base_rows: pathlib.Path | None) -> tuple[dict, dict, list]:
     """One seed's Stage 1 runs, arms and evaluations in ``out``: (labels, reports, held-out questions).
 
     ``heldout_ids``: fixed held-out questions, kept out of the Stage 1 pool (None: Stage 1 draws
     them with ``seed``, the single-seed layout). ``base_rows``: a seed folder whose base-model
-    evaluation rows are reused.
+    evaluation rows are reused. ``env``: the shared ``pipeline.LocalEnv``.
     """
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
-    from spark_jax.data import mmlu_pro
-    from spark_jax.plan.fit import fit_to_memory
-    from spark_jax.rl.trainer import Trainer
+    from spark_jax.apps import pipeline
     from spark_jax.rollout.config import GenerateConfig
-    from spark_jax.rollout.driver import generate
     from spark_jax.rollout.export import summarize_run
-    from spark_jax.tools import run_tool
 
     questions = env.questions
     held = set(heldout_ids or ())
@@ -270,12 +246,7 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env: _Env, ti
                 max_tokens_thought=cfg.max_tokens_thought, max_tokens_answer=cfg.max_tokens_answer,
                 max_observation_chars=cfg.max_observation_chars)
             stage1[selection] = out / f"stage1_{selection}"
-            summary = generate(gen_cfg, questions=pool, data_sha256=mmlu_pro.fingerprint(env.source),
-                               judge=env.judge, generator=env.generator, tool_runner=run_tool,
-                               out_dir=stage1[selection])
-            if summary.records == 0:
-                raise RuntimeError(f"Stage 1 ({selection}) produced no records; "
-                                   f"see {stage1[selection] / 'manifest.json'}")
+            pipeline.run_stage1(env, gen_cfg, stage1[selection], questions=pool)
 
     runs: dict[str, pathlib.Path] = {}
     for arm in cfg.arms:
@@ -284,19 +255,15 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env: _Env, ti
         _stage(f"Stage 2: {name}, seed {seed}, {cfg.train_steps} steps")
         with timings.stage(f"{arm_dir(arm)}_s"):
             source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
-            train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection], source, seed=seed)).cfg
-            trainer = Trainer(train_cfg, out / arm_dir(arm))
-            try:
-                trainer.run(progress=True)
-            finally:
-                trainer.close()
-        runs[name] = out / arm_dir(arm)
+            runs[name] = pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed),
+                                            out / arm_dir(arm))
 
-    by_id = {q["question_id"]: q for q in questions}
     if heldout_ids is None:
-        manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
-        heldout_ids = manifest["questions"]["heldout"]
-    heldout = [by_id[i] for i in heldout_ids]
+        manifest = pipeline.read_manifest(stage1[cfg.selections[0]])
+        heldout = pipeline.split_questions(manifest, questions, "heldout", source=env.source)
+    else:
+        by_id = {q["question_id"]: q for q in questions}
+        heldout = [by_id[i] for i in heldout_ids]
     labels = {selection: summarize_run(d) for selection, d in stage1.items()}
     reports = {}
     for mode in cfg.eval_modes:
@@ -313,7 +280,6 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env: _Env, ti
 def _reuse_rows(src: pathlib.Path, dst: pathlib.Path) -> None:
     """Copies a finished system's rows (the deterministic base model) unless ``dst`` has them."""
     if src.is_file() and not dst.is_file():
-        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.store import atomic_write_text
 
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +296,6 @@ class _Timings:
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
     def add(self, key: str, seconds: float) -> None:
-        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.store import atomic_write_text
 
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
@@ -356,20 +321,17 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
               heldout: list[dict[str, Any]], out: pathlib.Path, seed: int | None = None) -> list[dict[str, Any]]:
     """Every system's rows. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
     ``<system>.jsonl`` when the system is complete; saved rows are not evaluated again."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+    from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems
-    from spark_jax.rl.export import pretrained_from_run
     from spark_jax.rollout.store import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     agent_cfg = AgentConfig(max_steps=cfg.eval_steps, mode=mode, max_action_tokens=cfg.max_tokens_tool,
                             max_answer_tokens=cfg.max_tokens_answer, observation_chars=cfg.max_observation_chars,
                             seed=cfg.seed if seed is None else seed, answer_mode=cfg.answer_mode)
-    systems = [("base", lambda: base)] if cfg.evaluate_base else []
-    systems += [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
     rows: list[dict[str, Any]] = []
-    for name, load in systems:
+    for name, load in pipeline.systems((lambda: base) if cfg.evaluate_base else None, runs):
         path, partial = out / f"{name}.jsonl", out / f"{name}.partial.jsonl"
         if path.is_file():
             rows += _read_rows(path)
@@ -394,12 +356,13 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
 
 
 def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from spark_jax.core.jsonl import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels: dict[str, dict],
             out: pathlib.Path, n: int) -> dict[str, Any]:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.report import write_report
 
     # each arm against its own training labels; the base model against the first selection's (rarity-first)
@@ -416,6 +379,8 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
 def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: dict[str, dict],
                      timings: dict[str, float]) -> str:
     """The Markdown the command writes: Stage 1 label entropy, then one row per (mode, system)."""
+    from spark_jax.eval.report import summary_table
+
     lines = ["## Stage 1 training data", "",
              "| selection | questions | judged steps | label entropy (bits) | label counts |", "|---|---|---|---|---|"]
     for selection, s in labels.items():
@@ -423,8 +388,6 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
         lines.append(f"| {selection} | {s['questions']} | {s['judged_steps']} | {s['selection_entropy_bits']:.2f} | "
                      f"{counts} |")
     for mode, summary in reports.items():
-        from spark_jax.eval.report import summary_table
-
         lines += ["", f"## Held-out evaluation, {mode} mode", "", summary_table(summary)]
     lines += ["", "Wall time (summed over resumed invocations): " +
               ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in timings.items()), ""]
@@ -433,7 +396,6 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
 
 def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
     """``seeds.json``: every seed's per-system figures, the means over seeds and the paired rows."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.paired import claim_pairs, paired_differences, seed_means
 
     keep = ("questions", "accuracy", "accuracy_ci95", "answered_rate", "accuracy_strict", "tool_entropy_bits",
@@ -455,7 +417,6 @@ def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]])
 def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n_heldout: int) -> str:
     """The multi-seed ``experiment.md``: means over seeds and paired differences per mode, then
     every seed's own table (each also in ``seed_<s>/experiment.md``)."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.paired import claim_pairs, means_table, paired_differences, paired_table, seed_means
     from spark_jax.eval.report import summary_table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -56,21 +55,19 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
 def select_questions(data: str, split: str, *, questions_path: str | None = None, per_category: int = 10,
                      seed: int = 0) -> tuple[list[dict[str, Any]], str]:
     """(questions, description): a Stage 1 run's split, or a stratified held-out draw from a file."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.apps import pipeline
     from spark_jax.data import mmlu_pro
 
     path = pathlib.Path(data)
-    manifest_path = path / "manifest.json"
-    if path.is_dir() and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        ids = manifest["questions"][split]
+    if path.is_dir() and (path / "manifest.json").is_file():
+        manifest = pipeline.read_manifest(path)
         source = questions_path or manifest.get("data") or mmlu_pro.resolve_source(None)
-        by_id = {q["question_id"]: q for q in mmlu_pro.load_questions(mmlu_pro.resolve_source(source))}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise ValueError(f"{source} lacks {len(missing)} of the run's {split} question ids, e.g. {missing[:5]}; "
-                             "pass the run's data with --questions")
-        return [by_id[i] for i in ids], f"{split} split of Stage 1 run {path}"
+        questions = mmlu_pro.load_questions(mmlu_pro.resolve_source(source))
+        try:
+            chosen = pipeline.split_questions(manifest, questions, split, source=source)
+        except ValueError as e:
+            raise ValueError(f"{e}; pass the run's data with --questions") from None
+        return chosen, f"{split} split of Stage 1 run {path}"
     questions = mmlu_pro.load_questions(mmlu_pro.resolve_source(data))
     train, heldout = mmlu_pro.stratified_split(questions, 0 if split == "heldout" else len(questions),
                                                per_category, seed)
@@ -80,7 +77,7 @@ def select_questions(data: str, split: str, *, questions_path: str | None = None
 
 
 def _eval(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, summary_table, write_report
@@ -93,9 +90,7 @@ def _eval(args: argparse.Namespace) -> int:
                                             per_category=args.per_category, seed=args.seed)
     if not questions:
         raise ValueError(f"no questions selected ({described})")
-    systems = [] if args.no_base else [("base", lambda: load_pretrained(args.model))]
-    for name, run_dir in adapters:
-        systems.append((name, lambda run_dir=run_dir: _trained(run_dir)))
+    systems = pipeline.systems(None if args.no_base else lambda: load_pretrained(args.model), dict(adapters))
     t0 = time.perf_counter()
     rows = evaluate_systems(systems, questions, agent_config, progress=not args.no_progress)
     if args.reference_preds:
@@ -110,10 +105,3 @@ def _eval(args: argparse.Namespace) -> int:
     print(summary_table(summary))
     print(f"\nreport: {out / 'report.md'}", file=sys.stderr)
     return 0
-
-
-def _trained(run_dir: pathlib.Path):
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
-    from spark_jax.rl.export import pretrained_from_run
-
-    return pretrained_from_run(run_dir)

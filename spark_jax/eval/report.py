@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from spark_jax.core.jsonl import iter_jsonl
 from spark_jax.eval.metrics import (
     LABEL_SMOOTHING,
     MMLU_PRO_CATEGORIES,
@@ -37,15 +38,11 @@ def load_reference_predictions(
     if not path.is_file():
         raise FileNotFoundError(f"reference predictions file not found: {path}")
     preds: dict[int, str | None] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                preds[int(rec["question_id"])] = rec.get("pred")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: not a prediction record ({e})") from None
+    for where, rec in iter_jsonl(path, error=ValueError):
+        try:
+            preds[int(rec["question_id"])] = rec.get("pred")
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: not a prediction record ({e!r})") from None
     missing = [q["question_id"] for q in questions if int(q["question_id"]) not in preds]
     if missing:
         raise ValueError(f"{path} has no prediction for question_id(s) {missing[:10]}"
@@ -204,7 +201,7 @@ def _action_order(summary: Mapping[str, Any], names: Sequence[str]) -> list[str]
 
 
 def _plot(out: pathlib.Path, summary: Mapping[str, Any], categories: Sequence[str]) -> None:
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: matplotlib is slow to import and only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")

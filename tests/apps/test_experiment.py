@@ -137,3 +137,12 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
 def test_seeds_must_be_distinct():
     with pytest.raises(ValueError, match="seeds must be distinct"):
         ExperimentConfig(seeds=(1, 1))
+
+
+def test_saved_rows_with_a_bad_line_name_file_and_line(tmp_path):
+    from spark_jax.core.jsonl import JsonlError
+
+    rows = tmp_path / "base.jsonl"
+    rows.write_text('{"question_id": 1}\n\n{"question_id": 2\n')
+    with pytest.raises(JsonlError, match=rf"^{rows}:3: not valid JSON"):
+        experiment._read_rows(rows)

@@ -114,3 +114,6 @@ def test_reference_bad_line_names_file_and_line(tmp_path):
     ref_file.write_text('{"question_id": 10, "pred": "A"}\nnot json\n')
     with pytest.raises(ValueError, match=r"ref\.jsonl:2"):
         load_reference_predictions(ref_file, QUESTIONS, "ref")
+    ref_file.write_text('{"question_id": 10, "pred": "A"}\n\n[10, "A"]\n')
+    with pytest.raises(ValueError, match=r"ref\.jsonl:3: not a prediction record"):
+        load_reference_predictions(ref_file, QUESTIONS, "ref")
