@@ -237,7 +237,8 @@ def summarize_system(
     over all questions), each with a Wilson ``_ci95``, ``header_entropy_ci95`` (bootstrap of the mean),
     ``tool_entropy_ci95`` (bootstrap over questions, ``n_boot`` resamples, ``seed``),
     ``header_entropy_bits`` (score mode), ``kl_to_labels_bits`` (against ``label_counts``),
-    per-category figures, and the older aliases ``n``, ``entropy_bits``, ``avg_tool_calls``, ``actions``.
+    and per-category figures (``per_category``: ``n``, ``correct``, ``accuracy``, ``actions``,
+    ``entropy_bits``, ``header_entropy_bits`` per category).
     """
     by_cat: dict[str, list] = collections.defaultdict(list)
     for r in rows:
@@ -310,11 +311,6 @@ def summarize_system(
         "forced_answers": sum(bool(r.get("forced_answer")) for r in traj) if traj else None,
         "policy_turns": sum(policy_turns(r) for r in traj) if traj else None,
         "avg_steps": (sum(r.get("steps", 0) for r in traj) / len(traj)) if traj else None,
-        # Older names of the same figures, kept for existing readers.
-        "n": n,
-        "entropy_bits": entropy,
-        "avg_tool_calls": calls,
-        "actions": action_counts,
         "per_category": per_category,
     }
 

@@ -29,7 +29,7 @@ def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
     for mode in ("score", "generate"):
         report = json.loads((out / f"report_{mode}" / "report.json").read_text())
         assert list(report["systems"]) == ["base", "SFT-greedy", "SFT-rarity", "PPO-rarity", "PPO-greedy"]
-        assert all(s["n"] == 3 for s in report["systems"].values())
+        assert all(s["questions"] == 3 for s in report["systems"].values())
         assert f"## Held-out evaluation, {mode} mode" in table
     assert (out / "experiment.md").read_text() == table
     rows = [json.loads(x) for x in (out / "eval_score" / "base.jsonl").read_text().splitlines()]
