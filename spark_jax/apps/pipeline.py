@@ -6,19 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from spark_jax.data import mmlu_pro
-from spark_jax.judge import JudgeConfig, build_judge
-from spark_jax.model.pretrained import load_pretrained
-from spark_jax.plan.fit import fit_to_memory
-from spark_jax.rl.config import TrainConfig
-from spark_jax.rl.export import pretrained_from_run
-from spark_jax.rl.trainer import Trainer
-from spark_jax.rollout.config import GenerateConfig
-from spark_jax.rollout.driver import RunSummary, generate
-from spark_jax.rollout.generators import GeneratorConfig, build_generator
-from spark_jax.tools import run_tool
+if TYPE_CHECKING:
+    from spark_jax.rl.config import TrainConfig
+    from spark_jax.rollout.config import GenerateConfig
+    from spark_jax.rollout.driver import RunSummary
+
+# Each step imports the layers it drives inside itself: they load jax (model, trainer) and the tool
+# registry, while `spark-jax eval` and the benchmarks use the manifest helpers alone.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +29,10 @@ class LocalEnv:
 
 def local_env(model: str, source: str, questions: list[dict[str, Any]]) -> LocalEnv:
     """Loads ``model`` once and builds the local judge and generator on it."""
+    from spark_jax.judge import JudgeConfig, build_judge  # deferred: see the module comment
+    from spark_jax.model.pretrained import load_pretrained
+    from spark_jax.rollout.generators import GeneratorConfig, build_generator
+
     base = load_pretrained(model)
     judge = build_judge(JudgeConfig(backend="local", model=model), local_model=base)
     generator = build_generator(GeneratorConfig(backend="local", model=model), local_model=base)
@@ -43,6 +43,10 @@ def run_stage1(env: LocalEnv, gen_cfg: GenerateConfig, out_dir: pathlib.Path,
                questions: list[dict[str, Any]] | None = None) -> RunSummary:
     """Runs (or resumes) Stage 1 on ``questions`` (default: all of ``env``'s) into ``out_dir``;
     raises when it produced no records."""
+    from spark_jax.data import mmlu_pro  # deferred: see the module comment
+    from spark_jax.rollout.driver import generate
+    from spark_jax.tools import run_tool
+
     summary = generate(gen_cfg, questions=env.questions if questions is None else questions,
                        data_sha256=mmlu_pro.fingerprint(env.source), judge=env.judge, generator=env.generator,
                        tool_runner=run_tool, out_dir=out_dir)
@@ -55,6 +59,9 @@ def run_stage1(env: LocalEnv, gen_cfg: GenerateConfig, out_dir: pathlib.Path,
 
 def train_arm(train_cfg: TrainConfig, run_dir: pathlib.Path) -> pathlib.Path:
     """Trains (or resumes) one arm into ``run_dir``, fitted to the device's memory first."""
+    from spark_jax.plan.fit import fit_to_memory  # deferred: see the module comment
+    from spark_jax.rl.trainer import Trainer
+
     trainer = Trainer(fit_to_memory(train_cfg).cfg, run_dir)
     try:
         trainer.run(progress=True)
@@ -82,5 +89,7 @@ def split_questions(manifest: dict[str, Any], questions: list[dict[str, Any]], s
 
 def systems(base: Callable[[], Any] | None, runs: dict[str, pathlib.Path]) -> list[tuple[str, Callable[[], Any]]]:
     """``evaluate_systems``' (name, loader) list: "base" (unless None), then each trained run."""
+    from spark_jax.rl.export import pretrained_from_run  # deferred: see the module comment
+
     out = [] if base is None else [("base", base)]
     return out + [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
