@@ -28,7 +28,7 @@ DEMO_QUESTIONS = "demo_questions.jsonl"
 class DemoConfig:
     model: str = "embedded"
     data: str | None = None  # an MMLU-Pro file; None: the shipped demo questions
-    # Defaults sized for `make demo` in 12 minutes on a 2-core CPU (docs/evaluation.md): enough
+    # Defaults sized for `make demo` on a 2-core CPU (docs/results/demo-2026-12-01/): enough
     # LoRA steps at a high learning rate to move the policy's choice of action, scored in score mode.
     train_questions: int = 14  # Stage 1 questions (category-stratified)
     heldout_per_category: int = 1  # evaluation questions per category
