@@ -26,7 +26,7 @@ of the whole run, the padded-token fraction, the shapes (B, T, A, S) of the time
 pair's too: pairs of different buckets explain most of the spread of the pair ratios), and the
 commit.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/packing.py --data /work/runs/s1_real [--pairs 5] [--algo sft|ppo]
+    PYTHONPATH=. .venv/bin/python benchmarks/packing.py --data RUN_DIR [--pairs 5] [--algo sft|ppo]
     PYTHONPATH=. .venv/bin/python benchmarks/packing.py --small     # tiny random model, synthetic run (tests)
 """
 
@@ -244,7 +244,7 @@ def side_summary(side: Side, times: list[float]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="/work/runs/s1_real", help="a Stage 1 run directory")
+    p.add_argument("--data", help="a Stage 1 run directory (required unless --small)")
     p.add_argument("--model", default="embedded")
     p.add_argument("--algo", default="sft", choices=("sft", "ppo"))
     p.add_argument("--pairs", type=int, default=5, help="timed (packed, unpacked) pairs")
@@ -263,6 +263,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--small", action="store_true", help="tiny random model + synthetic trajectories (seconds)")
     args = p.parse_args(argv)
+    if not args.small and not args.data:
+        p.error("--data RUN_DIR (a Stage 1 run directory) is required unless --small")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     commit, dirty = git_commit()  # of the code that runs (taken before the long part)
 

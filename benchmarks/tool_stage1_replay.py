@@ -14,7 +14,7 @@ The summary gives each side's tool wall time (median over rounds), its share of 
 time, and the run's projected throughput after against before:
 ``seconds / (seconds - tools_before + tools_after) - 1``.
 
-    .venv/bin/python benchmarks/tool_stage1_replay.py /work/runs/s1_real16 --before /tmp/tools_before_root --rounds 3
+    .venv/bin/python benchmarks/tool_stage1_replay.py RUN_DIR --before BEFORE_DIR --rounds 3
 """
 
 from __future__ import annotations

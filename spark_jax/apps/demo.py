@@ -28,7 +28,7 @@ DEMO_QUESTIONS = "demo_questions.jsonl"
 class DemoConfig:
     model: str = "embedded"
     data: str | None = None  # an MMLU-Pro file; None: the shipped demo questions
-    # Defaults sized for `make demo` in 12 minutes on a 2-core CPU (docs/evaluation.md): enough
+    # Defaults sized for `make demo` on a 2-core CPU (docs/results/demo-2026-12-01/): enough
     # LoRA steps at a high learning rate to move the policy's choice of action, scored in score mode.
     train_questions: int = 14  # Stage 1 questions (category-stratified)
     heldout_per_category: int = 1  # evaluation questions per category
@@ -79,8 +79,8 @@ def demo_questions_path() -> pathlib.Path:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.core.config_io import load_config
+    from spark_jax.eval.report import summary_table
 
     extra = [f"data={json.dumps(args.data)}"] if args.data else []
     extra += [f"model={json.dumps(args.model)}"]
@@ -91,8 +91,6 @@ def _demo(args: argparse.Namespace) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     summary = run_demo(cfg, out)
-    from spark_jax.eval.report import summary_table
-
     print("\n" + summary_table(summary))
     print(f"\nreport: {out / 'report' / 'report.md'} (plots beside it)", file=sys.stderr)
     return 0
@@ -104,18 +102,12 @@ def _stage(name: str) -> None:
 
 def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     """Runs (or resumes) every stage into ``out``; returns the evaluation summary."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+    from spark_jax.apps import pipeline
     from spark_jax.data import mmlu_pro
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, write_report
-    from spark_jax.judge import JudgeConfig, build_judge
-    from spark_jax.model.pretrained import load_pretrained
-    from spark_jax.rl.export import pretrained_from_run
     from spark_jax.rollout.config import GenerateConfig
-    from spark_jax.rollout.driver import generate
-    from spark_jax.rollout.generators import GeneratorConfig, build_generator
-    from spark_jax.tools import run_tool
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +118,7 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     _stage(f"Stage 1: {cfg.train_questions} questions x {cfg.rollout_steps} steps, local judge, "
            f"{cfg.selection} (threshold {cfg.threshold})")
     t = time.perf_counter()
-    base = load_pretrained(cfg.model)
+    env = pipeline.local_env(cfg.model, str(source), questions)
     gen_cfg = GenerateConfig(
         data=str(source), num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
         seed=cfg.seed, steps=cfg.rollout_steps, selection=cfg.selection, threshold=cfg.threshold,
@@ -134,34 +126,24 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
         concurrency=cfg.train_questions, max_tokens_tool=48, max_tokens_thought=64, max_tokens_answer=64,
         max_observation_chars=400,
     )
-    judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
-    generator = build_generator(GeneratorConfig(backend="local", model=cfg.model), local_model=base)
     stage1 = out / "stage1"
-    stage1_summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(str(source)),
-                              judge=judge, generator=generator, tool_runner=run_tool, out_dir=stage1)
-    if stage1_summary.records == 0:
-        first = next(iter(stage1_summary.failed.values()), {}) if stage1_summary.failed else {}
-        raise RuntimeError(f"Stage 1 produced no records ({len(stage1_summary.failed)} questions failed; first "
-                           f"error: {first.get('error', 'unknown')}); see {stage1 / 'manifest.json'}")
+    pipeline.run_stage1(env, gen_cfg, stage1)
     timings["stage1_s"] = time.perf_counter() - t
 
     runs = {}
     for algo, name in (("sft", "SFT"), ("ppo", "SPaRK (PPO)")):
         _stage(f"Stage 2: {name}, {cfg.train_steps} steps, LoRA rank {cfg.lora_rank}")
         t = time.perf_counter()
-        runs[name] = _train(cfg, algo, stage1, out / f"train_{algo}")
+        runs[name] = pipeline.train_arm(train_config(cfg, algo, stage1), out / f"train_{algo}")
         timings[f"train_{algo}_s"] = time.perf_counter() - t
 
     _stage(f"Evaluation: base, SFT and SPaRK on the held-out questions ({cfg.eval_mode}, {cfg.eval_steps} steps)")
     t = time.perf_counter()
-    manifest = json.loads((stage1 / "manifest.json").read_text())
-    by_id = {q["question_id"]: q for q in questions}
-    heldout = [by_id[i] for i in manifest["questions"]["heldout"]]
+    manifest = pipeline.read_manifest(stage1)
+    heldout = pipeline.split_questions(manifest, questions, "heldout", source=str(source))
     agent_cfg = AgentConfig(max_steps=cfg.eval_steps, mode=cfg.eval_mode, max_action_tokens=48,
                             max_answer_tokens=64, observation_chars=400)
-    systems = [("base", lambda: base)]
-    systems += [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
-    rows = evaluate_systems(systems, heldout, agent_cfg)
+    rows = evaluate_systems(pipeline.systems(lambda: env.base, runs), heldout, agent_cfg)
     if cfg.reference_preds:
         rows += load_reference_predictions(cfg.reference_preds, heldout, "Llama-3.1-8B-Instruct (published)")
     timings["eval_s"] = time.perf_counter() - t
@@ -177,14 +159,12 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     return summary
 
 
-def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Path) -> pathlib.Path:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
-    from spark_jax.plan.fit import fit_to_memory
+def train_config(cfg: DemoConfig, algo: str, stage1: pathlib.Path):
+    """SFT's or PPO's TrainConfig on the Stage 1 run ``stage1``."""
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
-    from spark_jax.rl.trainer import Trainer
 
-    train_cfg = dataclasses.replace(
+    return dataclasses.replace(
         TrainConfig(), algo=algo, data=str(stage1), model=cfg.model, steps=cfg.train_steps,
         batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed,
         # A packed demo trajectory (system prompt, question, one action, the answer) is 475-655
@@ -195,9 +175,3 @@ def _train(cfg: DemoConfig, algo: str, stage1: pathlib.Path, run_dir: pathlib.Pa
         optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
         checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 2), keep=1),
     )
-    trainer = Trainer(fit_to_memory(train_cfg).cfg, run_dir)
-    try:
-        trainer.run(progress=True)
-    finally:
-        trainer.close()
-    return run_dir

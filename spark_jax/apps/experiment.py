@@ -9,7 +9,17 @@ are kept once complete.
 
 Outputs: ``report_<mode>/`` (report.json, predictions, plots, report.md) per evaluation mode and
 ``experiment.md``, the table this command writes itself (label entropy of each Stage 1 run, and
-per system and mode: accuracy, tool entropy with intervals, tool calls, format errors).
+per system and mode: official accuracy, answered rate, pooled tool entropy and per-state header
+entropy with intervals, tool calls, format errors).
+
+Seeds (``seeds: [0, 1, 2]``): each seed runs the whole pipeline in ``seed_<s>/`` with its own
+Stage 1 training sample, LoRA initialisation and data order; the held-out questions are the same
+for every seed (drawn with ``seed``), so seeds are paired across arms. The base model decodes
+greedily, so its rows are evaluated once (first seed) and reused. The top ``experiment.md`` then
+gives each arm's mean over seeds and the paired differences the claim rests on, with 95% t
+intervals over seeds (``spark_jax.eval.paired``); ``seeds.json`` keeps every seed's figures.
+Each seed and each arm resumes on its own. Without ``seeds`` the single ``seed`` runs in ``--out``
+itself, as before.
 """
 
 from __future__ import annotations
@@ -58,9 +68,11 @@ class ExperimentConfig:
     # the same number of updates on the same tokens
     updates_per_batch: int = 2
     remat: bool = False  # recompute each decoder layer in the backward pass (less memory, same update)
-    seed: int = 0
+    seed: int = 0  # the held-out draw, and the only training seed when seeds is empty
+    seeds: tuple[int, ...] = ()  # training seeds, each in seed_<s>/ (module docstring)
     eval_modes: tuple[str, ...] = ("score", "generate")
     eval_steps: int = 2  # policy actions before the forced answer
+    answer_mode: str = "letter"  # letter: the final answer is always read (AgentConfig); text: free text
     # False: only the trained arms are evaluated, e.g. an arm run on its own after the others, whose
     # base-model rows an earlier run of the same questions already holds
     evaluate_base: bool = True
@@ -71,7 +83,6 @@ class ExperimentConfig:
     concurrency: int = 8
 
     def __post_init__(self):
-        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.selection import RULES
 
         for name in ("train_questions", "rollout_steps", "train_steps", "batch_size", "lora_rank", "eval_steps",
@@ -93,6 +104,10 @@ class ExperimentConfig:
             raise ValueError(f"experiment kl_coef must be >= 0, got {self.kl_coef}")
         if not self.evaluate_base and not self.arms:
             raise ValueError("experiment has nothing to evaluate: evaluate_base is false and arms is empty")
+        if self.answer_mode not in ("letter", "text"):
+            raise ValueError(f"experiment answer_mode must be 'letter' or 'text', got {self.answer_mode!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"experiment seeds must be distinct, got {list(self.seeds)}")
         if not self.eval_modes or any(m not in ("score", "generate") for m in self.eval_modes):
             raise ValueError(f"experiment eval_modes must be some of score, generate; got {list(self.eval_modes)}")
 
@@ -107,7 +122,6 @@ def register(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.core.config_io import load_config
 
     cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
@@ -139,10 +153,11 @@ def arm_dir(arm: str) -> str:
     return f"train_{algo}_{selection}" + (f"_from_{init}" if init else "")
 
 
-def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from: pathlib.Path | None = None):
-    """The arms' shared TrainConfig: same steps, seed, learning rate, adapters and updates per
-    batch; ``cand`` adds the candidate objective to PPO, ``init_from`` warm-starts."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from: pathlib.Path | None = None,
+                 seed: int | None = None):
+    """The arms' shared TrainConfig: same steps, seed (``cfg.seed`` unless given), learning rate,
+    adapters and updates per batch; the seed sets the LoRA initialisation and the data order.
+    ``cand`` adds the candidate objective to PPO, ``init_from`` warm-starts."""
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
@@ -158,84 +173,117 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
         data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
         # A packed trajectory holds every step's actions: with the default token caps, one action
         # bucket and two sequence buckets mean at most two compilations per arm.
-        grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,), seed=cfg.seed,
+        grad_accum=1, seq_buckets=(1024, 1536, 2048), action_buckets=(cfg.rollout_steps * 128,),
+        seed=cfg.seed if seed is None else seed,
         optim=dataclasses.replace(OptimConfig(), lr=cfg.lr, warmup_steps=cfg.warmup_steps),
         ppo=dataclasses.replace(base.ppo, kl_coef=cfg.kl_coef),
-        lora=dataclasses.replace(LoraConfig(rank=16, alpha=32.0), rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
+        lora=dataclasses.replace(LoraConfig(), rank=cfg.lora_rank, alpha=2.0 * cfg.lora_rank),
         checkpoint=CheckpointConfig(every=max(1, cfg.train_steps // 4), keep=1),
     )
 
 
 def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
     """Runs (or resumes) every stage into ``out``; returns the Markdown table it wrote."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+    from spark_jax.apps import pipeline
     from spark_jax.data import mmlu_pro
-    from spark_jax.judge import JudgeConfig, build_judge
-    from spark_jax.model.pretrained import load_pretrained
-    from spark_jax.plan.fit import fit_to_memory
-    from spark_jax.rl.trainer import Trainer
-    from spark_jax.rollout.config import GenerateConfig
-    from spark_jax.rollout.driver import generate
-    from spark_jax.rollout.export import summarize_run
-    from spark_jax.rollout.generators import GeneratorConfig, build_generator
-    from spark_jax.tools import run_tool
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     source = mmlu_pro.resolve_source(cfg.data or None)
     questions = mmlu_pro.load_questions(source)
-    timings = _Timings(out / "timings.json")
-    base = load_pretrained(cfg.model)
+    env = pipeline.local_env(cfg.model, source, questions)
+    if not cfg.seeds:
+        timings = _Timings(out / "timings.json")
+        labels, reports, _ = _run_seed(cfg, cfg.seed, out, env, timings, heldout_ids=None, base_rows=None)
+        table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
+        (out / "experiment.md").write_text(table)
+        return table
 
-    judge = build_judge(JudgeConfig(backend="local", model=cfg.model), local_model=base)
-    generator = build_generator(GeneratorConfig(backend="local", model=cfg.model), local_model=base)
+    _, heldout_ids = mmlu_pro.stratified_split(questions, 0, cfg.heldout_per_category, cfg.seed)
+    per_seed: dict[int, tuple[dict, dict]] = {}
+    first = out / f"seed_{cfg.seeds[0]}"
+    for seed in cfg.seeds:
+        _stage(f"seed {seed}")
+        seed_out = out / f"seed_{seed}"
+        seed_out.mkdir(parents=True, exist_ok=True)
+        timings = _Timings(seed_out / "timings.json")
+        labels, reports, _ = _run_seed(cfg, seed, seed_out, env, timings, heldout_ids=heldout_ids,
+                                       base_rows=None if seed_out == first else first)
+        table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
+        (seed_out / "experiment.md").write_text(table)
+        per_seed[seed] = (labels, reports)
+    table = seeds_table(cfg, per_seed, len(heldout_ids))
+    (out / "experiment.md").write_text(table)
+    (out / "seeds.json").write_text(json.dumps(seeds_summary(cfg, per_seed), indent=2, allow_nan=False))
+    return table
+
+
+def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings: "_Timings", *,
+              heldout_ids: list[int] | None, base_rows: pathlib.Path | None) -> tuple[dict, dict, list]:
+    """One seed's Stage 1 runs, arms and evaluations in ``out``: (labels, reports, held-out questions).
+
+    ``heldout_ids``: fixed held-out questions, kept out of the Stage 1 pool (None: Stage 1 draws
+    them with ``seed``, the single-seed layout). ``base_rows``: a seed folder whose base-model
+    evaluation rows are reused. ``env``: the shared ``pipeline.LocalEnv``.
+    """
+    from spark_jax.apps import pipeline
+    from spark_jax.rollout.config import GenerateConfig
+    from spark_jax.rollout.export import summarize_run
+
+    questions = env.questions
+    held = set(heldout_ids or ())
+    pool = [q for q in questions if q["question_id"] not in held]
     stage1: dict[str, pathlib.Path] = {}
     for selection in cfg.selections:
-        _stage(f"Stage 1 ({selection}): {cfg.train_questions} questions x {cfg.rollout_steps} steps")
+        _stage(f"Stage 1 ({selection}, seed {seed}): {cfg.train_questions} questions x {cfg.rollout_steps} steps")
         with timings.stage(f"stage1_{selection}_s"):
             gen_cfg = GenerateConfig(
-                data=source, num_questions=cfg.train_questions, heldout_per_category=cfg.heldout_per_category,
-                seed=cfg.seed, steps=cfg.rollout_steps, selection=selection, threshold=cfg.threshold,
+                data=env.source, num_questions=cfg.train_questions,
+                heldout_per_category=cfg.heldout_per_category if heldout_ids is None else 0,
+                seed=seed, steps=cfg.rollout_steps, selection=selection, threshold=cfg.threshold,
                 questions_per_shard=cfg.concurrency, concurrency=cfg.concurrency, max_tokens_tool=cfg.max_tokens_tool,
                 max_tokens_thought=cfg.max_tokens_thought, max_tokens_answer=cfg.max_tokens_answer,
                 max_observation_chars=cfg.max_observation_chars)
             stage1[selection] = out / f"stage1_{selection}"
-            summary = generate(gen_cfg, questions=questions, data_sha256=mmlu_pro.fingerprint(source), judge=judge,
-                               generator=generator, tool_runner=run_tool, out_dir=stage1[selection])
-            if summary.records == 0:
-                raise RuntimeError(f"Stage 1 ({selection}) produced no records; "
-                                   f"see {stage1[selection] / 'manifest.json'}")
+            pipeline.run_stage1(env, gen_cfg, stage1[selection], questions=pool)
 
     runs: dict[str, pathlib.Path] = {}
     for arm in cfg.arms:
         algo, selection, init = parse_arm(arm)
         name = arm_name(arm)
-        _stage(f"Stage 2: {name}, {cfg.train_steps} steps")
+        _stage(f"Stage 2: {name}, seed {seed}, {cfg.train_steps} steps")
         with timings.stage(f"{arm_dir(arm)}_s"):
             source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
-            train_cfg = fit_to_memory(train_config(cfg, algo, stage1[selection], source)).cfg
-            trainer = Trainer(train_cfg, out / arm_dir(arm))
-            try:
-                trainer.run(progress=True)
-            finally:
-                trainer.close()
-        runs[name] = out / arm_dir(arm)
+            runs[name] = pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed),
+                                            out / arm_dir(arm))
 
-    manifest = json.loads((stage1[cfg.selections[0]] / "manifest.json").read_text())
-    by_id = {q["question_id"]: q for q in questions}
-    heldout = [by_id[i] for i in manifest["questions"]["heldout"]]
+    if heldout_ids is None:
+        manifest = pipeline.read_manifest(stage1[cfg.selections[0]])
+        heldout = pipeline.split_questions(manifest, questions, "heldout", source=env.source)
+    else:
+        by_id = {q["question_id"]: q for q in questions}
+        heldout = [by_id[i] for i in heldout_ids]
     labels = {selection: summarize_run(d) for selection, d in stage1.items()}
     reports = {}
     for mode in cfg.eval_modes:
         who = f"base and {len(runs)} arms" if cfg.evaluate_base else f"{len(runs)} arms (not the base model)"
         _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {who} on {len(heldout)} held-out questions")
+        if base_rows is not None and cfg.evaluate_base:
+            _reuse_rows(base_rows / f"eval_{mode}" / "base.jsonl", out / f"eval_{mode}" / "base.jsonl")
         with timings.stage(f"eval_{mode}_s"):
-            rows = _evaluate(cfg, mode, base, runs, heldout, out / f"eval_{mode}")
+            rows = _evaluate(cfg, mode, env.base, runs, heldout, out / f"eval_{mode}", seed=seed)
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
-    table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
-    (out / "experiment.md").write_text(table)
-    return table
+    return labels, reports, heldout
+
+
+def _reuse_rows(src: pathlib.Path, dst: pathlib.Path) -> None:
+    """Copies a finished system's rows (the deterministic base model) unless ``dst`` has them."""
+    if src.is_file() and not dst.is_file():
+        from spark_jax.rollout.store import atomic_write_text
+
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dst, src.read_text(encoding="utf-8"))
 
 
 class _Timings:
@@ -248,7 +296,6 @@ class _Timings:
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
     def add(self, key: str, seconds: float) -> None:
-        # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
         from spark_jax.rollout.store import atomic_write_text
 
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
@@ -271,23 +318,20 @@ EVAL_CHUNK = 32  # questions per saved chunk (two decode batches): a stopped eva
 
 
 def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
-              heldout: list[dict[str, Any]], out: pathlib.Path) -> list[dict[str, Any]]:
+              heldout: list[dict[str, Any]], out: pathlib.Path, seed: int | None = None) -> list[dict[str, Any]]:
     """Every system's rows. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
     ``<system>.jsonl`` when the system is complete; saved rows are not evaluated again."""
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
+    from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems
-    from spark_jax.rl.export import pretrained_from_run
     from spark_jax.rollout.store import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     agent_cfg = AgentConfig(max_steps=cfg.eval_steps, mode=mode, max_action_tokens=cfg.max_tokens_tool,
                             max_answer_tokens=cfg.max_tokens_answer, observation_chars=cfg.max_observation_chars,
-                            seed=cfg.seed)
-    systems = [("base", lambda: base)] if cfg.evaluate_base else []
-    systems += [(name, lambda run=run: pretrained_from_run(run)) for name, run in runs.items()]
+                            seed=cfg.seed if seed is None else seed, answer_mode=cfg.answer_mode)
     rows: list[dict[str, Any]] = []
-    for name, load in systems:
+    for name, load in pipeline.systems((lambda: base) if cfg.evaluate_base else None, runs):
         path, partial = out / f"{name}.jsonl", out / f"{name}.partial.jsonl"
         if path.is_file():
             rows += _read_rows(path)
@@ -312,12 +356,13 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
 
 
 def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from spark_jax.core.jsonl import iter_jsonl
+
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels: dict[str, dict],
             out: pathlib.Path, n: int) -> dict[str, Any]:
-    # Deferred for start-up cost: `spark-jax --help` imports this module to register the command.
     from spark_jax.eval.report import write_report
 
     # each arm against its own training labels; the base model against the first selection's (rarity-first)
@@ -325,6 +370,7 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
     label_counts.update({arm_name(arm): labels[parse_arm(arm)[1]]["usage_counts"] for arm in cfg.arms})
     return write_report(out, rows, title=f"SPaRK entropy experiment: {mode} mode", label_counts=label_counts, meta={
         "model": cfg.model, "held-out questions": n, "policy actions before the forced answer": cfg.eval_steps,
+        "answer mode": cfg.answer_mode,
         "label entropy (bits)": {s: labels[s]["selection_entropy_bits"] for s in labels},
         "config": json.dumps(dataclasses.asdict(cfg)),
     })
@@ -333,6 +379,8 @@ def _report(cfg: ExperimentConfig, mode: str, rows: list[dict[str, Any]], labels
 def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: dict[str, dict],
                      timings: dict[str, float]) -> str:
     """The Markdown the command writes: Stage 1 label entropy, then one row per (mode, system)."""
+    from spark_jax.eval.report import summary_table
+
     lines = ["## Stage 1 training data", "",
              "| selection | questions | judged steps | label entropy (bits) | label counts |", "|---|---|---|---|---|"]
     for selection, s in labels.items():
@@ -340,9 +388,58 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
         lines.append(f"| {selection} | {s['questions']} | {s['judged_steps']} | {s['selection_entropy_bits']:.2f} | "
                      f"{counts} |")
     for mode, summary in reports.items():
-        from spark_jax.eval.report import summary_table
-
         lines += ["", f"## Held-out evaluation, {mode} mode", "", summary_table(summary)]
     lines += ["", "Wall time (summed over resumed invocations): " +
               ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in timings.items()), ""]
+    return "\n".join(lines)
+
+
+def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
+    """``seeds.json``: every seed's per-system figures, the means over seeds and the paired rows."""
+    from spark_jax.eval.paired import claim_pairs, paired_differences, seed_means
+
+    keep = ("questions", "accuracy", "accuracy_ci95", "answered_rate", "accuracy_strict", "tool_entropy_bits",
+            "header_entropy_bits", "tool_calls_per_question", "format_error_rate", "action_counts")
+    out: dict[str, Any] = {"seeds": list(per_seed), "label_entropy_bits": {
+        str(seed): {sel: lab["selection_entropy_bits"] for sel, lab in labels.items()}
+        for seed, (labels, _) in per_seed.items()}, "modes": {}}
+    for mode in cfg.eval_modes:
+        systems = {seed: reports[mode] for seed, (_, reports) in per_seed.items()}
+        names = list(next(iter(systems.values())))
+        out["modes"][mode] = {
+            "per_seed": {str(seed): {n: {k: s[n].get(k) for k in keep} for n in s} for seed, s in systems.items()},
+            "means": seed_means(systems),
+            "paired": paired_differences(systems, claim_pairs(names)),
+        }
+    return out
+
+
+def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n_heldout: int) -> str:
+    """The multi-seed ``experiment.md``: means over seeds and paired differences per mode, then
+    every seed's own table (each also in ``seed_<s>/experiment.md``)."""
+    from spark_jax.eval.paired import claim_pairs, means_table, paired_differences, paired_table, seed_means
+    from spark_jax.eval.report import summary_table
+
+    seeds = list(per_seed)
+    lines = [f"# SPaRK entropy experiment over {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
+             f"Held-out questions: {n_heldout}, the same for every seed (drawn with seed {cfg.seed}). Each seed "
+             "draws its own Stage 1 training sample, LoRA initialisation and data order. Intervals: 95% Student t "
+             "over seeds (paired across arms for differences; none with one seed). Pooled tool entropy: entropy "
+             "of the tool choices pooled over all questions (SPaRK's claim); per-state header entropy: mean "
+             "entropy of the policy's distribution over the ten action headers at each state (score mode).", ""]
+    for mode in cfg.eval_modes:
+        systems = {seed: reports[mode] for seed, (_, reports) in per_seed.items()}
+        names = list(next(iter(systems.values())))
+        lines += [f"## {mode} mode: mean over seeds", "", means_table(seed_means(systems)), "",
+                  f"## {mode} mode: paired differences", "",
+                  paired_table(paired_differences(systems, claim_pairs(names))), ""]
+    lines += ["## Every seed", ""]
+    for seed, (labels, reports) in per_seed.items():
+        lines += [f"### seed {seed}", ""]
+        for sel, lab in labels.items():
+            lines.append(f"- Stage 1 {sel}: {lab['questions']} questions, label entropy "
+                         f"{lab['selection_entropy_bits']:.2f} bits")
+        for mode, summary in reports.items():
+            lines += ["", f"{mode} mode:", "", summary_table(summary)]
+        lines.append("")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ def resolve_api_key(api_key: str | None, base_url: str | None, env: str = API_KE
 def _http_client(concurrency: int, timeout_s: float) -> Any:
     """The SDK's default async HTTP client with its pool sized to our concurrency: the pool
     scans its connections for every request, and the SDK's default of 1000 costs CPU per call."""
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: openai is slow to import; only an API client needs it
     import openai
 
     try:
@@ -106,7 +106,7 @@ class ChatEndpoint:
     def _bind(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            # deferred: an optional or heavy dependency, imported on first use
+            # deferred: see _http_client
             import openai
 
             self._client = openai.AsyncOpenAI(
@@ -128,7 +128,7 @@ class ChatEndpoint:
         self._bind()
         client = self._client
 
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: see _http_client
         from openai.types.chat import ChatCompletion
 
         body = {"model": self.model, **kwargs}

@@ -103,7 +103,7 @@ def retry_delay(retry_index: int, policy: RetryPolicy, retry_after: float | None
 
 def classify(exc: BaseException) -> tuple[bool, float | None, int | None, str]:
     """(retryable, retry_after_s, status_code, short reason) for an exception from a call."""
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: openai is slow to import and only the API backends raise its errors
     import openai
 
     if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -27,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="generate", choices=("generate", "score"),
                    help="the policy writes its action (generate) or ranks the ten action headers (score)")
     p.add_argument("--max-steps", type=int, default=5, metavar="K", help="actions before a forced final answer")
+    p.add_argument("--answer-mode", default="letter", choices=("letter", "text"),
+                   help="letter: the final answer is read by scoring the option letters after 'The answer is (' "
+                        "(always answered); text: the free-text answer of earlier versions")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--reference-preds", metavar="FILE",
                    help="a predictions file (question_id, pred), e.g. the published Llama-3.1-8B-Instruct results")
@@ -53,21 +55,19 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, pathlib.Path]]:
 def select_questions(data: str, split: str, *, questions_path: str | None = None, per_category: int = 10,
                      seed: int = 0) -> tuple[list[dict[str, Any]], str]:
     """(questions, description): a Stage 1 run's split, or a stratified held-out draw from a file."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.apps import pipeline
     from spark_jax.data import mmlu_pro
 
     path = pathlib.Path(data)
-    manifest_path = path / "manifest.json"
-    if path.is_dir() and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        ids = manifest["questions"][split]
+    if path.is_dir() and (path / "manifest.json").is_file():
+        manifest = pipeline.read_manifest(path)
         source = questions_path or manifest.get("data") or mmlu_pro.resolve_source(None)
-        by_id = {q["question_id"]: q for q in mmlu_pro.load_questions(mmlu_pro.resolve_source(source))}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise ValueError(f"{source} lacks {len(missing)} of the run's {split} question ids, e.g. {missing[:5]}; "
-                             "pass the run's data with --questions")
-        return [by_id[i] for i in ids], f"{split} split of Stage 1 run {path}"
+        questions = mmlu_pro.load_questions(mmlu_pro.resolve_source(source))
+        try:
+            chosen = pipeline.split_questions(manifest, questions, split, source=source)
+        except ValueError as e:
+            raise ValueError(f"{e}; pass the run's data with --questions") from None
+        return chosen, f"{split} split of Stage 1 run {path}"
     questions = mmlu_pro.load_questions(mmlu_pro.resolve_source(data))
     train, heldout = mmlu_pro.stratified_split(questions, 0 if split == "heldout" else len(questions),
                                                per_category, seed)
@@ -77,21 +77,20 @@ def select_questions(data: str, split: str, *, questions_path: str | None = None
 
 
 def _eval(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
+    from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems, write_trajectories
     from spark_jax.eval.report import load_reference_predictions, summary_table, write_report
     from spark_jax.model.pretrained import load_pretrained
 
     adapters = parse_adapters(args.adapter)
-    agent_config = AgentConfig(max_steps=args.max_steps, mode=args.mode, batch_size=args.batch_size)
+    agent_config = AgentConfig(max_steps=args.max_steps, mode=args.mode, batch_size=args.batch_size,
+                               answer_mode=args.answer_mode)
     questions, described = select_questions(args.data, args.split, questions_path=args.questions,
                                             per_category=args.per_category, seed=args.seed)
     if not questions:
         raise ValueError(f"no questions selected ({described})")
-    systems = [] if args.no_base else [("base", lambda: load_pretrained(args.model))]
-    for name, run_dir in adapters:
-        systems.append((name, lambda run_dir=run_dir: _trained(run_dir)))
+    systems = pipeline.systems(None if args.no_base else lambda: load_pretrained(args.model), dict(adapters))
     t0 = time.perf_counter()
     rows = evaluate_systems(systems, questions, agent_config, progress=not args.no_progress)
     if args.reference_preds:
@@ -99,16 +98,10 @@ def _eval(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     summary = write_report(out, rows, title="spark-jax evaluation", meta={
         "questions": f"{len(questions)} ({described})", "base model": args.model, "mode": args.mode,
+        "answer mode": args.answer_mode,
         "max steps": args.max_steps, "seconds": round(time.perf_counter() - t0, 1),
     })
     write_trajectories(out / "trajectories.jsonl", rows)
     print(summary_table(summary))
     print(f"\nreport: {out / 'report.md'}", file=sys.stderr)
     return 0
-
-
-def _trained(run_dir: pathlib.Path):
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
-    from spark_jax.rl.export import pretrained_from_run
-
-    return pretrained_from_run(run_dir)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from spark_jax.core.config_io import read_yaml_config
+from spark_jax.core.config_io import load_config, read_yaml_config
 
 
 def register(sub) -> None:
@@ -54,8 +54,6 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
-    from spark_jax.core.config_io import load_config
     from spark_jax.core.distributed import is_main_process, maybe_initialize
     from spark_jax.rl.config import TrainConfig
 
@@ -100,7 +98,6 @@ def plan_to_fit(cfg, args: argparse.Namespace):
     """``cfg`` with grad_accum raised as far as the memory plan needs (one line on stderr), or
     None after printing the planner's advice when nothing fits. Without an architecture or a
     device size to plan with, warns and returns ``cfg`` unchanged."""
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.core.distributed import is_main_process
     from spark_jax.plan.advice import resolve_arch
     from spark_jax.plan.fit import PlanError, fit_to_memory
@@ -130,7 +127,6 @@ def plan_to_fit(cfg, args: argparse.Namespace):
 
 
 def run_export(args: argparse.Namespace) -> int:
-    # Deferred to the handler for start-up cost: `spark-jax --help` imports every sub-command module.
     from spark_jax.rl.export import export_run
 
     print(json.dumps(export_run(args.run_dir, args.hf, args.peft)))

@@ -19,7 +19,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     if "jax" in __import__("sys").modules:  # already imported: its config was read at import time
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: this module must not start jax; here it is loaded already
         import jax
 
         jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])

@@ -127,7 +127,7 @@ def _hub_files(spec: str, split: str) -> list[pathlib.Path]:
     """Downloads the split's Parquet files from the hub (needs network and huggingface_hub)."""
     repo = spec[len("hf://"):] or HUB_REPO
     try:
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: only a download needs huggingface_hub
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub comes with transformers
         raise QuestionDataError(f"{spec}: reading from the hub needs huggingface_hub ({e})") from e
@@ -145,7 +145,7 @@ def _hub_files(spec: str, split: str) -> list[pathlib.Path]:
 
 
 def _iter_parquet(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: pyarrow is needed only for Parquet sources
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)

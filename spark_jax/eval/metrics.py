@@ -1,13 +1,15 @@
 """Evaluation metrics as pure functions over prediction rows.
 
 A prediction row (one question answered by one system) is a dict with at least
-``question_id``, ``category``, ``model``, ``pred`` (letter or None), ``correct`` (bool) and
-``actions`` (the action names the system chose, in order, ending with ``answer``; reference rows
+``question_id``, ``category``, ``model``, ``pred`` (the extracted letter, or None when no answer
+could be read), ``correct`` (bool, by MMLU-Pro's official rule: an unread answer gets the
+official fallback guess, :func:`official_prediction`) and ``actions`` (the action names the system chose, in order, ending with ``answer``; reference rows
 from a predictions file have ``None``). Agent rows also have ``steps``, ``format_errors``,
 ``forced_answer`` (the final answer was forced after ``max_steps``; not a policy choice),
 ``policy_turns`` (messages the policy wrote as action choices, format errors included, the forced
 answer excluded) and ``header_logprobs`` (score mode: one ``{action: summed header log-prob}`` per
-policy step; empty in generate mode).
+policy step; empty in generate mode). Rows written by :func:`score_prediction` also carry
+``correct_strict`` (extracted and right), ``num_options`` and ``answer``.
 
 "Tool actions" are every chosen action but ``answer`` (the eight tools and ``cot``); "tool calls
 per question" counts them. Entropies and KL are in bits.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import math
+import random
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +37,46 @@ NO_TOOL_CALLS = "no tool calls"
 NO_TRAJECTORIES = "no trajectories"
 
 
+LETTERS = "ABCDEFGHIJ"
+OFFICIAL_FALLBACK_SEED = 12345  # TIGER-AI-Lab/MMLU-Pro evaluate_from_local.py, save_res
+
+
+def official_guess(num_options: int) -> str:
+    """The letter MMLU-Pro's official scorer credits when no answer was extracted.
+
+    ``save_res`` runs ``random.seed(12345); x = random.randint(0, len(options) - 1)`` before every
+    such question, so the guess depends only on the option count (index 6, "G", for 10 options).
+    A private generator gives the same draw without touching the global one.
+    """
+    if not 1 <= num_options <= len(LETTERS):
+        raise ValueError(f"num_options must be in [1, {len(LETTERS)}], got {num_options}")
+    return LETTERS[random.Random(OFFICIAL_FALLBACK_SEED).randint(0, num_options - 1)]
+
+
+def official_prediction(pred: str | None, num_options: int) -> str:
+    """``pred`` when an answer was extracted, else :func:`official_guess` (the official ``if not pred``)."""
+    return pred if pred else official_guess(num_options)
+
+
+def score_prediction(pred: str | None, question: Mapping[str, Any]) -> dict[str, Any]:
+    """The scoring fields of a prediction row for an MMLU-Pro question (``options``, ``answer``).
+
+    ``correct`` is the official figure (fallback guess included); ``correct_strict`` counts only
+    an extracted right letter.
+    """
+    n = len(question["options"])
+    answer = question["answer"]
+    return {"pred": pred or None, "answer": answer, "num_options": n,
+            "correct": official_prediction(pred, n) == answer, "correct_strict": bool(pred) and pred == answer}
+
+
+def correct_strict(row: Mapping[str, Any]) -> bool:
+    """Extracted and right; rows from before ``correct_strict`` existed counted only that."""
+    if "correct_strict" in row:
+        return bool(row["correct_strict"])
+    return bool(row["correct"]) and row.get("pred") is not None
+
+
 def shannon_entropy_bits(counts: Mapping[str, int] | Iterable[int]) -> float:
     """H = -sum p log2 p over the non-zero counts; 0.0 for an empty distribution."""
     values = list(counts.values()) if isinstance(counts, Mapping) else list(counts)
@@ -44,7 +87,7 @@ def shannon_entropy_bits(counts: Mapping[str, int] | Iterable[int]) -> float:
 
 
 def accuracy(rows: Sequence[Mapping[str, Any]]) -> float | None:
-    """Micro-averaged accuracy (as the official script), None for no rows."""
+    """Micro-averaged accuracy of ``correct`` (official rule, as the official script), None for no rows."""
     return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else None
 
 
@@ -125,15 +168,34 @@ def header_entropy_bits(logprobs: Mapping[str, float]) -> float:
     return float(-(p[p > 0] * np.log2(p[p > 0])).sum()) + 0.0
 
 
+def question_header_entropies_bits(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per question, the mean over its steps of :func:`header_entropy_bits`; rows without
+    ``header_logprobs`` (generate mode, reference rows) are skipped."""
+    return [float(np.mean([header_entropy_bits(s) for s in r["header_logprobs"]]))
+            for r in rows if r.get("header_logprobs")]
+
+
 def mean_header_entropy_bits(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """Mean over questions of the mean over that question's steps of :func:`header_entropy_bits`.
 
     Averaging per question first weights every question equally, however many steps it took.
     Rows without ``header_logprobs`` (generate mode, reference rows) are skipped; None if all are.
     """
-    per_q = [float(np.mean([header_entropy_bits(s) for s in r["header_logprobs"]]))
-             for r in rows if r.get("header_logprobs")]
+    per_q = question_header_entropies_bits(rows)
     return float(np.mean(per_q)) if per_q else None
+
+
+def bootstrap_mean_interval(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (resampled with replacement); None if empty."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
+    means = x[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
 
 
 def kl_to_labels_bits(
@@ -166,13 +228,17 @@ def summarize_system(
 ) -> dict:
     """One system's summary (the stable keys first; see the module docstring for the terms).
 
-    Stable keys: ``name`` (None here; set by :func:`summarize`), ``questions``, ``accuracy``,
+    Stable keys: ``name`` (None here; set by :func:`summarize`), ``questions``, ``accuracy``
+    (MMLU-Pro's official rule: an unread answer gets the official fallback guess),
     ``tool_entropy_bits`` (None with ``tool_entropy_reason`` when there is no tool call or no
     trajectory), ``tool_calls_per_question``, ``format_error_rate`` (per policy turn),
     ``action_counts`` (tool actions, non-zero counts). Also ``accuracy_ci95`` (Wilson),
+    ``answered_rate`` (share with an extracted letter) and ``accuracy_strict`` (extracted and right,
+    over all questions), each with a Wilson ``_ci95``, ``header_entropy_ci95`` (bootstrap of the mean),
     ``tool_entropy_ci95`` (bootstrap over questions, ``n_boot`` resamples, ``seed``),
     ``header_entropy_bits`` (score mode), ``kl_to_labels_bits`` (against ``label_counts``),
-    per-category figures, and the older aliases ``n``, ``entropy_bits``, ``avg_tool_calls``, ``actions``.
+    and per-category figures (``per_category``: ``n``, ``correct``, ``accuracy``, ``actions``,
+    ``entropy_bits``, ``header_entropy_bits`` per category).
     """
     by_cat: dict[str, list] = collections.defaultdict(list)
     for r in rows:
@@ -193,6 +259,7 @@ def summarize_system(
             "accuracy": accuracy(cat_rows),
             "actions": dict(sorted(actions.items())),
             "entropy_bits": shannon_entropy_bits(actions) if actions else None,
+            "header_entropy_bits": mean_header_entropy_bits(cat_rows),
         }
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
@@ -214,12 +281,20 @@ def summarize_system(
         ci = bootstrap_entropy_interval(matrix, n_boot=n_boot, seed=seed)
         entropy_ci = list(ci) if ci is not None else None
     ci_acc = wilson_interval(correct, n)
+    answered = sum(r.get("pred") is not None for r in rows)
+    strict = sum(correct_strict(r) for r in rows)
+    ci_answered, ci_strict = wilson_interval(answered, n), wilson_interval(strict, n)
+    header_ci = bootstrap_mean_interval(question_header_entropies_bits(traj), n_boot=n_boot, seed=seed)
     calls = (sum(len(tool_actions(r)) for r in traj) / len(traj)) if traj else None
     return {
         "name": None,
         "questions": n,
         "accuracy": accuracy(rows),
         "accuracy_ci95": list(ci_acc) if ci_acc is not None else None,
+        "answered_rate": answered / n if n else None,
+        "answered_rate_ci95": list(ci_answered) if ci_answered is not None else None,
+        "accuracy_strict": strict / n if n else None,
+        "accuracy_strict_ci95": list(ci_strict) if ci_strict is not None else None,
         "tool_entropy_bits": entropy,
         "tool_entropy_ci95": entropy_ci,
         "tool_entropy_reason": reason,
@@ -228,6 +303,7 @@ def summarize_system(
         "format_error_rate": format_error_rate(traj) if traj else None,
         "action_counts": action_counts,
         "header_entropy_bits": mean_header_entropy_bits(traj),
+        "header_entropy_ci95": list(header_ci) if header_ci is not None else None,
         "kl_to_labels_bits": kl_to_labels_bits(overall_actions, label_counts) if label_counts and traj else None,
         "has_trajectories": has_trajectories,
         "correct": correct,
@@ -235,11 +311,6 @@ def summarize_system(
         "forced_answers": sum(bool(r.get("forced_answer")) for r in traj) if traj else None,
         "policy_turns": sum(policy_turns(r) for r in traj) if traj else None,
         "avg_steps": (sum(r.get("steps", 0) for r in traj) / len(traj)) if traj else None,
-        # Older names of the same figures, kept for existing readers.
-        "n": n,
-        "entropy_bits": entropy,
-        "avg_tool_calls": calls,
-        "actions": action_counts,
         "per_category": per_category,
     }
 

@@ -17,7 +17,7 @@ from spark_jax.model.llama import Llama
 # compile their dots with Eigen, which runs each on all cores; YNNPACK is better for the LM head
 # over many rows and for the decode loop's row-split weights (``with_decode_layout``), whose
 # blocks YNNPACK runs one per core (benchmarks/model_throughput.py times prefill and decode).
-EIGEN_DOTS_KINDS = ("hidden", "prefill", "prefill_prefix", "generate", "generate_prefix")
+EIGEN_DOTS_KINDS = ("hidden", "prefill", "prefill_prefix", "generate", "generate_prefix", "session_extend")
 
 
 def compiler_options(kind: str) -> dict[str, str] | None:

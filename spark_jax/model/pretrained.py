@@ -369,7 +369,7 @@ def load_checkpoint(path: str | pathlib.Path, *, mesh: Mesh | None = None, **con
 def _maybe_tokenizer(directory: pathlib.Path):
     if not any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         return None
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: transformers loads only when an HF tokenizer is built
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(directory))

@@ -69,7 +69,7 @@ def curves_table(runs: dict[str, list[dict]], window: int) -> str:
 
 
 def plot_curves(runs: dict[str, list[dict]], path: pathlib.Path, window: int) -> None:
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: matplotlib is slow to import and only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")

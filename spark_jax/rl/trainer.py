@@ -131,7 +131,7 @@ class MetricsLog:
                           if ln.strip() and json.loads(ln)["step"] <= start_step]
             self.path.write_text("".join(ln + "\n" for ln in self.lines))
         try:
-            # deferred: an optional or heavy dependency, imported on first use
+            # deferred: tensorboardX is optional; without it the run logs JSONL only
             from tensorboardX import SummaryWriter
 
             self.tb = SummaryWriter(str(out / "tb"))

@@ -31,7 +31,7 @@ def tiny_chat_tokenizer(*, vocab_size: int = 256, split_digits: bool = True):
     ``split_digits=True`` writes "10" as "1" "0" (like SmolLM2); False makes "10" one token
     (like Llama 3). The vocabulary is padded with filler words to exactly ``vocab_size``.
     """
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: tokenizers and transformers are slow to import; only building the tokenizer needs them
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

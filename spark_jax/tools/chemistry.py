@@ -15,7 +15,7 @@ _PROPS = (
 
 
 def _element(name: str):
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: periodictable loads its element tables on import
     import periodictable
 
     key = name.strip()
@@ -34,13 +34,13 @@ class ChemistryTool(Tool):
     argument_format = action_spec("chemistry").argument_format
 
     def warm(self) -> None:
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: see _element
         import periodictable
 
         periodictable.formula("H2O").mass  # noqa: B018 - loads the element tables
 
     def _run(self, argument: str, timeout_s: float) -> str:
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: see _element
         import periodictable
 
         text = argument.strip()

@@ -44,7 +44,7 @@ ALIASES = {
 
 @functools.lru_cache(maxsize=1)
 def _table() -> dict[str, tuple[float, str, float]]:
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: scipy is slow to import; only a constants lookup needs it
     import scipy.constants as sc
 
     table = dict(sc.physical_constants)

@@ -45,14 +45,14 @@ def read_corpus(path: str | pathlib.Path) -> list[dict]:
 
 
 def _tokenize(texts: list[str]):
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: bm25s pulls in scipy; only a search index needs it
     import bm25s
 
     return bm25s.tokenize(texts, stopwords="en", show_progress=False)
 
 
 def build_index(docs: list[dict]):
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: see _tokenize
     import bm25s
 
     retriever = bm25s.BM25()
@@ -81,7 +81,7 @@ class SearchIndex:
     def open(cls, location: str) -> "SearchIndex":
         path = DEMO_CORPUS if location == "demo" else pathlib.Path(location).expanduser()
         if path.is_dir():
-            # deferred: an optional or heavy dependency, imported on first use
+            # deferred: see _tokenize
             import bm25s
 
             docs_file = path / DOCS_FILE

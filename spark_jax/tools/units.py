@@ -26,7 +26,7 @@ def registry():
     global _REGISTRY
     with _REGISTRY_LOCK:
         if _REGISTRY is None:
-            # deferred: an optional or heavy dependency, imported on first use
+            # deferred: pint is slow to import; a tool worker loads it once, in warm()
             import pint
 
             _REGISTRY = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
@@ -65,7 +65,7 @@ def normalize(text: str) -> str:
     """``text`` as pint's preprocessor rewrites it, with ``**(n)`` written ``**n``."""
     if not text:
         return text
-    # deferred: an optional or heavy dependency, imported on first use
+    # deferred: see registry()
     from pint.util import string_preprocessor
 
     return _PAREN_EXPONENT.sub(r"**\1", string_preprocessor(text))
@@ -85,7 +85,7 @@ class UnitsTool(Tool):
         registry()
 
     def _run(self, argument: str, timeout_s: float) -> str:
-        # deferred: an optional or heavy dependency, imported on first use
+        # deferred: see registry()
         import pint
 
         if len(argument) > MAX_QUERY_CHARS:

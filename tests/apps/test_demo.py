@@ -20,7 +20,7 @@ def test_demo_pipeline_on_tiny_model(tmp_path):
                      rollout_steps=2, train_steps=2, batch_size=2, lora_rank=2, eval_steps=1)
     summary = run_demo(cfg, tmp_path / "demo")
     assert list(summary) == ["base", "SFT", "SPaRK (PPO)"]
-    assert all(s["n"] == 3 for s in summary.values())
+    assert all(s["questions"] == 3 for s in summary.values())
     out = tmp_path / "demo"
     assert len([l for f in (out / "stage1" / "shards").glob("shard-*.jsonl") for l in f.read_text().splitlines()]) == 12
     for algo in ("sft", "ppo"):

@@ -29,7 +29,7 @@ def test_experiment_on_a_tiny_model_and_its_resume(tmp_path):
     for mode in ("score", "generate"):
         report = json.loads((out / f"report_{mode}" / "report.json").read_text())
         assert list(report["systems"]) == ["base", "SFT-greedy", "SFT-rarity", "PPO-rarity", "PPO-greedy"]
-        assert all(s["n"] == 3 for s in report["systems"].values())
+        assert all(s["questions"] == 3 for s in report["systems"].values())
         assert f"## Held-out evaluation, {mode} mode" in table
     assert (out / "experiment.md").read_text() == table
     rows = [json.loads(x) for x in (out / "eval_score" / "base.jsonl").read_text().splitlines()]
@@ -87,3 +87,62 @@ def test_a_stopped_stage_still_records_its_time(tmp_path):
     saved = json.loads((tmp_path / "timings.json").read_text())
     assert saved["train_sft_greedy_s"] >= 5.05
     assert experiment._Timings(tmp_path / "timings.json").totals(1.0)["all stages_s"] == saved["train_sft_greedy_s"]
+
+
+@pytest.mark.slow
+def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
+    from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp_path / "model")
+    data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 5, "law": 5}))
+    cfg = ExperimentConfig(model=str(model), data=str(data), train_questions=3, heldout_per_category=1,
+                           rollout_steps=2, train_steps=1, batch_size=2, lora_rank=2, eval_steps=1,
+                           arms=("sft:greedy", "sft:lowest_viable", "ppo:lowest_viable"), eval_modes=("score",),
+                           max_tokens_tool=8, max_tokens_thought=8, max_tokens_answer=8, concurrency=4,
+                           seeds=(3, 4))
+    out = tmp_path / "exp"
+    table = run_experiment(cfg, out)
+    # the held-out questions are the same for both seeds; the Stage 1 training samples differ
+    heldout = {s: [json.loads(x)["question_id"] for x in (out / f"seed_{s}" / "eval_score" / "SFT-rarity.jsonl")
+                   .read_text().splitlines()] for s in (3, 4)}
+    assert heldout[3] == heldout[4] and len(heldout[3]) == 2
+    train = {s: json.loads((out / f"seed_{s}" / "stage1_greedy" / "manifest.json").read_text())["questions"]["train"]
+             for s in (3, 4)}
+    assert train[3] != train[4] and not set(train[3]) & set(heldout[3])
+    assert experiment.train_config(cfg, "sft", "d", seed=4).seed == 4
+    # base rows are evaluated once and reused
+    assert ((out / "seed_3" / "eval_score" / "base.jsonl").read_text()
+            == (out / "seed_4" / "eval_score" / "base.jsonl").read_text())
+    assert "## score mode: mean over seeds" in table and "## score mode: paired differences" in table
+    for pair in ("PPO-rarity − SFT-rarity", "SFT-rarity − SFT-greedy", "SFT-greedy − base", "PPO-rarity − base"):
+        for metric in ("pooled tool entropy (bits)", "per-state header entropy (bits)", "accuracy (%, official)"):
+            assert f"| {pair} | {metric} |" in table
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [3, 4] and set(summary["modes"]["score"]["per_seed"]) == {"3", "4"}
+    acc = [r for r in summary["modes"]["score"]["paired"] if r["a"] == "PPO-rarity" and r["b"] == "SFT-rarity"
+           and r["key"] == "accuracy"][0]
+    per_seed = summary["modes"]["score"]["per_seed"]
+    assert acc["differences"] == pytest.approx([per_seed[s]["PPO-rarity"]["accuracy"] - per_seed[s]["SFT-rarity"]
+                                                ["accuracy"] for s in ("3", "4")])
+    # every answer is read in the default answer mode
+    assert all(per_seed[s][n]["answered_rate"] == 1.0 for s in per_seed for n in per_seed[s])
+    assert (out / "experiment.md").read_text() == table and "### seed 4" in table
+    # a rerun resumes every seed and arm: no row file is rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/eval_score/*.jsonl")}
+    assert len(stamps) == 8
+    assert run_experiment(cfg, out) == table
+    assert {p: p.stat().st_mtime_ns for p in out.glob("seed_*/eval_score/*.jsonl")} == stamps
+
+
+def test_seeds_must_be_distinct():
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        ExperimentConfig(seeds=(1, 1))
+
+
+def test_saved_rows_with_a_bad_line_name_file_and_line(tmp_path):
+    from spark_jax.core.jsonl import JsonlError
+
+    rows = tmp_path / "base.jsonl"
+    rows.write_text('{"question_id": 1}\n\n{"question_id": 2\n')
+    with pytest.raises(JsonlError, match=rf"^{rows}:3: not valid JSON"):
+        experiment._read_rows(rows)

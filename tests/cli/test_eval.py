@@ -30,7 +30,7 @@ def test_eval_writes_report_with_reference_row(tiny_policy_dir, tmp_path, capsys
     assert rc == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert list(report["systems"]) == ["base", "ref"]
-    assert report["systems"]["base"]["n"] == 6 and report["systems"]["ref"]["n"] == 6
+    assert report["systems"]["base"]["questions"] == 6 and report["systems"]["ref"]["questions"] == 6
     preds = [json.loads(l) for l in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert {p["model"] for p in preds} == {"base", "ref"} and len(preds) == 12
     assert len((tmp_path / "out" / "trajectories.jsonl").read_text().splitlines()) == 6

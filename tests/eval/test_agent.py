@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
 import types
 
 import pytest
@@ -16,19 +19,22 @@ QUESTION = {"question_id": 7, "category": "math", "question": "What is 17 times 
 class ScriptedAgent(PolicyAgent):
     """Replays fixed policy messages instead of decoding (the loop logic under test is real)."""
 
-    def __init__(self, script, final="the answer is (B)", **kw):
+    def __init__(self, script, final="the answer is (B)", letter="C", runner=None, **kw):
         tok = types.SimpleNamespace(chat_template="x")
         model = types.SimpleNamespace(tokenizer=tok, config=types.SimpleNamespace(eos_token_ids=(2,)))
         self.script = list(script)
         self.final = final
         self.tool_calls = []
 
-        def runner(name, arg, timeout_s=None):
+        def default_runner(name, arg, timeout_s=None):
             self.tool_calls.append((name, arg))
             return ToolResult(ok=True, output="391", error=None, elapsed_s=0.0)
 
         self.model, self.config, self.name, self.eos = model, AgentConfig(**kw), "scripted", (2,)
-        self.tool_runner, self._seed = runner, 0
+        self.tool_runner, self._seed = runner or default_runner, 0
+        self.phase_seconds, self._session, self._chunk, self._system_ids = collections.Counter(), None, [], {}
+        self.session_restarts = 0
+        self.letter, self.letters_read = letter, 0
 
     def _choose(self, active):
         return [self.script.pop(0) for _ in active]
@@ -38,6 +44,10 @@ class ScriptedAgent(PolicyAgent):
 
     def _prompt_ids(self, messages):
         return [1]
+
+    def _read_letters(self, eps):
+        self.letters_read += len(eps)
+        return [self.letter for _ in eps]
 
 
 def test_tool_then_answer():
@@ -59,11 +69,54 @@ def test_format_error_is_shown_counted_and_not_an_action():
     assert agent.tool_calls == []  # cot runs no tool
 
 
-def test_forced_answer_after_max_steps():
-    agent = ScriptedAgent(["Action: cot\nInput: hmm"] * 2, final="no idea, sorry", max_steps=2)
+def test_forced_free_text_answer_after_max_steps():
+    agent = ScriptedAgent(["Action: cot\nInput: hmm"] * 2, final="no idea, sorry", max_steps=2, answer_mode="text")
     (row,) = agent.run([QUESTION])
-    assert row["forced_answer"] and row["steps"] == 3 and row["pred"] is None and not row["correct"]
-    assert row["actions"] == ["cot", "cot", "answer"]
+    assert row["forced_answer"] and row["steps"] == 3 and row["pred"] is None and not row["correct_strict"]
+    assert row["actions"] == ["cot", "cot", "answer"] and agent.letters_read == 0
+    # the official rule credits its fallback guess for 4 options (index 3, "D"): wrong here
+    assert not row["correct"] and row["num_options"] == 4
+
+
+def test_forced_answer_is_read_in_letter_mode():
+    agent = ScriptedAgent(["Action: cot\nInput: hmm"] * 2, final="no idea, sorry", max_steps=2, letter="B")
+    (row,) = agent.run([QUESTION])
+    assert row["forced_answer"] and row["answer_scored"] and row["pred"] == "B" and row["correct"]
+    assert row["transcript"][-1] == {"role": "assistant", "content": "Action: answer\nInput: The answer is (B)."}
+    assert agent.letters_read == 1
+
+
+def test_a_written_answer_without_a_letter_is_read_in_letter_mode():
+    agent = ScriptedAgent(["Action: answer\nInput: not sure, sorry"], letter="D")
+    (row,) = agent.run([QUESTION])
+    assert row["pred"] == "D" and row["answer_scored"] and not row["forced_answer"]
+    assert row["written_answer"] == "not sure, sorry" and row["steps"] == 1
+    assert [m["role"] for m in row["transcript"]] == ["system", "user", "assistant"]
+    # a readable written answer is kept as it is
+    agent = ScriptedAgent(["Action: answer\nInput: so the answer is (A)"], letter="D")
+    (row,) = agent.run([QUESTION])
+    assert row["pred"] == "A" and not row["answer_scored"] and agent.letters_read == 0
+
+
+def test_one_steps_tool_calls_run_concurrently_within_the_pool():
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(name, arg, timeout_s=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return ToolResult(ok=True, output=arg, error=None, elapsed_s=0.2)
+
+    questions = [dict(QUESTION, question_id=i) for i in range(6)]
+    script = [f"Action: python\nInput: print({i})" for i in range(6)] + ["Action: answer\nInput: (B)"] * 6
+    agent = ScriptedAgent(script, runner=slow, tool_workers=3)
+    rows = agent.run(questions)
+    assert peak[0] == 3  # bounded by tool_workers
+    # each question got its own observation, in order
+    assert [r["transcript"][3]["content"] for r in rows] == [f"Observation: print({i})" for i in range(6)]
 
 
 def test_imagined_observation_is_cut_off():

@@ -53,22 +53,23 @@ ROWS = [
 
 def test_summary_hand_computed():
     s = summarize_system(ROWS)
-    assert s["accuracy"] == 0.5 and s["correct"] == 2 and s["questions"] == s["n"] == 4
+    assert s["accuracy"] == 0.5 and s["correct"] == 2 and s["questions"] == 4
     assert s["no_answer"] == 1
-    assert s["action_counts"] == s["actions"] == {"calculator": 2, "cot": 1, "python": 1, "search": 1}
+    assert not {"n", "entropy_bits", "avg_tool_calls", "actions"} & set(s)  # only the per-category figures keep these
+    assert s["action_counts"] == {"calculator": 2, "cot": 1, "python": 1, "search": 1}
     # p = (2, 1, 1, 1) / 5
     expected = -(0.4 * math.log2(0.4) + 3 * 0.2 * math.log2(0.2))
-    assert s["tool_entropy_bits"] == s["entropy_bits"] == pytest.approx(expected)
+    assert s["tool_entropy_bits"] == pytest.approx(expected)
     assert s["tool_entropy_reason"] is None and s["no_tool_calls"] is False
     assert s["avg_steps"] == pytest.approx(9 / 4)
-    assert s["tool_calls_per_question"] == s["avg_tool_calls"] == pytest.approx(5 / 4)
+    assert s["tool_calls_per_question"] == pytest.approx(5 / 4)
     assert s["format_error_rate"] == pytest.approx(1 / 9)  # no forced answers: 9 policy turns
     assert s["per_category"]["math"]["accuracy"] == 0.5
     math_h = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
     assert s["per_category"]["math"]["entropy_bits"] == pytest.approx(math_h)
     assert s["per_category"]["law"]["accuracy"] == 0.5
     assert s["per_category"]["biology"] == {"n": 0, "correct": 0, "accuracy": None, "actions": {},
-                                            "entropy_bits": None}
+                                            "entropy_bits": None, "header_entropy_bits": None}
     assert s["accuracy_ci95"] == pytest.approx(list(wilson_interval(2, 4)))
     lo, hi = s["tool_entropy_ci95"]
     assert 0 <= lo <= expected <= hi <= math.log2(4)
@@ -181,3 +182,75 @@ def test_kl_to_smoothed_labels():
     assert per_system["other"]["kl_to_labels_bits"] == pytest.approx(math.log2(47 / 39))
     no_calls = summarize([dict(r, actions=["answer"]) for r in ROWS], label_counts=labels)["m"]
     assert no_calls["kl_to_labels_bits"] is None
+
+
+# ---- MMLU-Pro's official scoring --------------------------------------------------------------
+
+# Hand-computed from the official rule (evaluate_from_local.py, save_res): random.seed(12345), then
+# random.randint(0, n - 1), re-seeded before every draw; the index per option count n is fixed.
+OFFICIAL_GUESS = {2: "B", 3: "B", 4: "D", 5: "D", 6: "D", 7: "D", 8: "G", 9: "G", 10: "G"}
+
+
+def test_official_guess_per_option_count():
+    import random
+
+    from spark_jax.eval.metrics import official_guess
+
+    assert {n: official_guess(n) for n in OFFICIAL_GUESS} == OFFICIAL_GUESS
+    state = random.getstate()
+    for n in range(1, 11):  # the same draw as the official script's global generator
+        random.seed(12345)
+        assert official_guess(n) == "ABCDEFGHIJ"[random.randint(0, n - 1)]
+    random.setstate(state)
+    official_guess(10)
+    assert random.getstate() == state  # the global generator is left alone
+    with pytest.raises(ValueError, match="num_options"):
+        official_guess(11)
+
+
+def _q(qid, n, answer):
+    return {"question_id": qid, "category": "math", "options": [f"o{i}" for i in range(n)], "answer": answer}
+
+
+def test_official_accuracy_on_a_hand_computed_fixture():
+    from spark_jax.eval.metrics import score_prediction
+
+    # (question, extracted pred) -> official correct, strict correct
+    cases = [
+        (_q(1, 10, "G"), None, True, False),   # 10 options: the guess is G, right
+        (_q(2, 10, "A"), None, False, False),  # guess G, wrong
+        (_q(3, 4, "D"), None, True, False),    # 4 options: the guess is D, right
+        (_q(4, 4, "G"), "", False, False),     # an empty prediction is unanswered too (guess D)
+        (_q(5, 3, "B"), None, True, False),    # 3 options: guess B
+        (_q(6, 8, "G"), None, True, False),    # 8 options: guess G
+        (_q(7, 10, "C"), "C", True, True),     # extracted and right
+        (_q(8, 10, "G"), "A", False, False),   # extracted and wrong: no guess
+    ]
+    rows = []
+    for q, pred, official, strict in cases:
+        scored = score_prediction(pred, q)
+        assert (scored["correct"], scored["correct_strict"]) == (official, strict), q["question_id"]
+        rows.append({"question_id": q["question_id"], "category": "math", "model": "m", "actions": None,
+                     **scored})
+    s = summarize_system(rows)
+    assert s["accuracy"] == pytest.approx(5 / 8)        # 1, 3, 5, 6, 7
+    assert s["accuracy_strict"] == pytest.approx(1 / 8)  # 7
+    assert s["answered_rate"] == pytest.approx(2 / 8)    # 7, 8
+    assert s["accuracy_ci95"] == pytest.approx(list(wilson_interval(5, 8)))
+    assert s["answered_rate_ci95"] == pytest.approx(list(wilson_interval(2, 8)))
+    assert s["accuracy_strict_ci95"] == pytest.approx(list(wilson_interval(1, 8)))
+
+
+def test_old_rows_without_strict_fields_count_correct_as_strict():
+    from spark_jax.eval.metrics import correct_strict
+
+    assert correct_strict({"correct": True, "pred": "A"})
+    assert not correct_strict({"correct": True, "pred": None})
+
+
+def test_header_entropy_interval_brackets_the_mean():
+    rows = [{"question_id": i, "category": "math", "model": "m", "pred": "A", "correct": True,
+             "actions": ["answer"], "header_logprobs": [{"a": 0.0, "b": float(-i)}]} for i in range(6)]
+    s = summarize_system(rows)
+    lo, hi = s["header_entropy_ci95"]
+    assert lo <= s["header_entropy_bits"] <= hi and lo < hi

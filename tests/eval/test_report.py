@@ -11,8 +11,8 @@ from spark_jax.eval.metrics import TOOL_ACTIONS
 from spark_jax.eval.report import PLOTS, load_reference_predictions, write_report
 
 QUESTIONS = [
-    {"question_id": 10, "category": "math", "answer": "A"},
-    {"question_id": 11, "category": "law", "answer": "C"},
+    {"question_id": 10, "category": "math", "answer": "A", "options": list("0123456789")},
+    {"question_id": 11, "category": "law", "answer": "D", "options": list("0123")},  # official guess: D
 ]
 
 
@@ -59,19 +59,27 @@ def test_report_files(tmp_path):
     assert q["tool_calls_per_question"] == 0.0 and q["action_counts"] == {}
     assert q["format_error_rate"] == pytest.approx(2 / 4)  # 2 errors in 3 + 1 policy turns; steps would give 2/6
     ref = systems["llama-3.1-8b (5-shot CoT)"]
-    assert ref["accuracy"] == 0.5 and ref["tool_entropy_bits"] is None
+    # q11 has no prediction: the official fallback guess for 4 options (D) is right
+    assert ref["accuracy"] == 1.0 and ref["accuracy_strict"] == 0.5 and ref["answered_rate"] == 0.5
+    assert ref["tool_entropy_bits"] is None
     assert ref["tool_entropy_reason"] == "no trajectories"
     assert ref["tool_calls_per_question"] is None and ref["format_error_rate"] is None
     preds = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and preds[4]["policy_turns"] == 3 and preds[4]["forced_answer"] is True
     md = (out / "report.md").read_text()
-    assert ("| system | questions | accuracy (%) [95% CI] | tool entropy (bits) [95% CI] | tool calls / question "
+    assert ("| system | questions | accuracy (%, official) [95% CI] | answered (%) [95% CI] "
+            "| strict accuracy (%) [95% CI] | pooled tool entropy (bits) [95% CI] "
+            "| per-state header entropy (bits) [95% CI] | tool calls / question "
             "| format errors (% of policy turns) | actions |") in md
-    assert "| spark | 2 | 100.0 [34.2, 100.0] | 1.58 [0.00, 1.58] | 1.50 | 0.0 | calculator 1, cot 1, search 1 |" in md
-    assert "| base | 2 | 50.0 [9.5, 90.5] | 0.00 [0.00, 0.00] | 1.00 | 0.0 | cot 2 |" in md
-    assert "| quiet | 2 | 50.0 [9.5, 90.5] | no tool calls | 0.00 | 50.0 | none |" in md
-    assert "| llama-3.1-8b (5-shot CoT) | 2 | 50.0 [9.5, 90.5] | - | - | - | - |" in md
-    assert "| law |" in md and "## Action choice" not in md  # generate mode, no labels
+    full = "100.0 [34.2, 100.0]"
+    half = "50.0 [9.5, 90.5]"
+    assert (f"| spark | 2 | {full} | {full} | {full} | 1.58 [0.00, 1.58] | - | 1.50 | 0.0 "
+            "| calculator 1, cot 1, search 1 |") in md
+    assert f"| base | 2 | {half} | {full} | {half} | 0.00 [0.00, 0.00] | - | 1.00 | 0.0 | cot 2 |" in md
+    assert f"| quiet | 2 | {half} | {full} | {half} | no tool calls | - | 0.00 | 50.0 | none |" in md
+    assert f"| llama-3.1-8b (5-shot CoT) | 2 | {full} | {half} | {half} | - | - | - | - | - |" in md
+    assert "| law |" in md and "spark pooled H | spark per-state H" in md
+    assert "## Action choice" in md and "| spark | 1.58 [0.00, 1.58] | - | - |" in md  # both entropies named
     assert "actions_by_system.png" in PLOTS
     for plot in PLOTS:
         assert (out / plot).stat().st_size > 5000
@@ -89,7 +97,8 @@ def test_report_score_mode_and_labels(tmp_path):
     assert s["header_entropy_bits"] == pytest.approx(math.log2(10))
     assert s["kl_to_labels_bits"] == pytest.approx(math.log2(47 / 39))  # labels smoothed: 19.5 / 23.5
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Action choice" in md and "| spark | 3.32 | 0.27 |" in md
+    # pooled (one tool: 0 bits) and per-state (uniform over ten headers) side by side
+    assert "## Action choice" in md and "| spark | 0.00 [0.00, 0.00] | 3.32 [3.32, 3.32] | 0.27 |" in md
     assert summary["spark"] == s
 
 
@@ -104,4 +113,7 @@ def test_reference_bad_line_names_file_and_line(tmp_path):
     ref_file = tmp_path / "ref.jsonl"
     ref_file.write_text('{"question_id": 10, "pred": "A"}\nnot json\n')
     with pytest.raises(ValueError, match=r"ref\.jsonl:2"):
+        load_reference_predictions(ref_file, QUESTIONS, "ref")
+    ref_file.write_text('{"question_id": 10, "pred": "A"}\n\n[10, "A"]\n')
+    with pytest.raises(ValueError, match=r"ref\.jsonl:3: not a prediction record"):
         load_reference_predictions(ref_file, QUESTIONS, "ref")

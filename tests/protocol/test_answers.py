@@ -1,6 +1,6 @@
 import pytest
 
-from spark_jax.eval import extract_answer
+from spark_jax.protocol.answers import extract_answer
 from spark_jax.protocol.answers import extract_answer_strict
 
 

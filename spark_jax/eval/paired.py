@@ -1,0 +1,110 @@
+"""Seeds paired across arms: each arm's mean over seeds and paired differences with t intervals.
+
+Every seed trains every arm on its own Stage 1 sample, LoRA initialisation and data order, and
+all arms are evaluated on the same held-out questions, so a difference between two arms can be
+taken seed by seed (``d_s = a_s - b_s``) and its uncertainty comes from the spread over seeds:
+mean(d) ± t_{0.975, n-1} · sd(d) / sqrt(n), the paired t interval (none for a single seed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+# (label, summary key) of the figures the claim rests on, in table order
+PAIRED_METRICS = (
+    ("pooled tool entropy (bits)", "tool_entropy_bits"),
+    ("per-state header entropy (bits)", "header_entropy_bits"),
+    ("accuracy (%, official)", "accuracy"),
+)
+MEAN_METRICS = PAIRED_METRICS + (("answered (%)", "answered_rate"),)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean of ``values``; None for fewer than two values."""
+    from scipy import stats  # deferred: scipy is slow to import and only the tables need it
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    m = float(x.mean())
+    return m - half, m + half
+
+
+def claim_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
+    """The differences SPaRK's claim rests on, among ``systems``: PPO-rarity − SFT-rarity,
+    SFT-rarity − SFT-greedy, then each arm − base."""
+    pairs = [("PPO-rarity", "SFT-rarity"), ("SFT-rarity", "SFT-greedy")]
+    pairs += [(s, "base") for s in systems if s != "base"]
+    return [(a, b) for a, b in pairs if a in systems and b in systems]
+
+
+def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
+                       pairs: Sequence[tuple[str, str]], metrics=PAIRED_METRICS) -> list[dict[str, Any]]:
+    """One row per (pair, metric): the per-seed differences, their mean and 95% t interval.
+
+    ``per_seed``: ``{seed: {system: summary}}`` (``report.json``'s ``systems`` of each seed). A seed
+    where either side lacks the figure (e.g. no tool call: no pooled entropy) is left out of that
+    row, and ``seeds`` says which ones count.
+    """
+    rows = []
+    for a, b in pairs:
+        for label, key in metrics:
+            diffs, seeds = [], []
+            for seed, systems in per_seed.items():
+                va, vb = (systems.get(a) or {}).get(key), (systems.get(b) or {}).get(key)
+                if va is not None and vb is not None:
+                    diffs.append(float(va) - float(vb))
+                    seeds.append(seed)
+            ci = t_interval(diffs)
+            rows.append({"a": a, "b": b, "metric": label, "key": key, "seeds": seeds, "differences": diffs,
+                         "mean": float(np.mean(diffs)) if diffs else None, "ci95": list(ci) if ci else None})
+    return rows
+
+
+def seed_means(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]], metrics=MEAN_METRICS) -> dict[str, dict]:
+    """``{system: {key: {"mean", "ci95", "n"}}}`` over the seeds that have the figure."""
+    systems: list[str] = []
+    for s in per_seed.values():
+        systems += [n for n in s if n not in systems]
+    out: dict[str, dict] = {}
+    for name in systems:
+        out[name] = {}
+        for _, key in metrics:
+            vals = [float(s[name][key]) for s in per_seed.values() if name in s and s[name].get(key) is not None]
+            ci = t_interval(vals)
+            out[name][key] = {"mean": float(np.mean(vals)) if vals else None, "ci95": list(ci) if ci else None,
+                              "n": len(vals)}
+    return out
+
+
+def _fmt(x: float | None, pct: bool) -> str:
+    return "-" if x is None else (f"{100 * x:.1f}" if pct else f"{x:.2f}")
+
+
+def _fmt_ci(v: float | None, ci: Sequence[float] | None, pct: bool) -> str:
+    return _fmt(v, pct) + ("" if ci is None else f" [{_fmt(ci[0], pct)}, {_fmt(ci[1], pct)}]")
+
+
+def means_table(means: Mapping[str, Mapping[str, Mapping[str, Any]]], metrics=MEAN_METRICS) -> str:
+    """Markdown: one row per system, each figure's mean over seeds [95% t interval over seeds]."""
+    head = "| system | seeds | " + " | ".join(f"{label} [95% CI over seeds]" for label, _ in metrics) + " |"
+    lines = [head, "|---" * (2 + len(metrics)) + "|"]
+    for name, m in means.items():
+        n = max((v["n"] for v in m.values()), default=0)
+        cells = [_fmt_ci(m[key]["mean"], m[key]["ci95"], "%" in label) for label, key in metrics]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], per seed."""
+    lines = ["| difference | metric | mean [95% CI over seeds] | per seed |", "|---|---|---|---|"]
+    for r in rows:
+        pct = "%" in r["metric"]
+        per = ", ".join(f"{s}: {_fmt(d, pct)}" for s, d in zip(r["seeds"], r["differences"])) or "-"
+        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} |")
+    return "\n".join(lines)

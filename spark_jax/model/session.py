@@ -1,0 +1,290 @@
+"""A batch of growing prompts kept in one KV cache: append, score continuations, decode.
+
+An agent's state grows by a few messages per step; re-running the whole state each step
+(system prompt, question, earlier actions and observations) was most of an evaluation's time.
+A ``DecodeSession`` holds the cache of every row's state so far and only runs what is new:
+
+* ``extend`` appends each row's new tokens (one left-padded [B, T] block after the cache);
+* ``score`` gives the log-probs of N short continuations (the action headers, or the option
+  letters after ``The answer is (``) for every row: the N continuations run one after another
+  (``lax.scan``) in the same scratch slots after the state, so the cache is never copied N times;
+* ``generate`` samples after the state and then rolls the cache back, so the caller appends
+  the text it keeps (re-rendered by the chat template) rather than the raw sample.
+
+Slots are [system prompt | block | block | ...]; each block is left-padded, padding slots are
+invalid and RoPE positions count real tokens only, so a row attends to exactly its own tokens
+and the result equals one prefill of the row's whole state (up to float summation order).
+Compiled shapes: one per (rows, slots, block) bucket; slots grow in steps of ``SLOT_STEP``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spark_jax.core.shapes import bucket, length_bucket
+from spark_jax.model import generate as gen
+from spark_jax.model.llama import KVCache
+
+SLOT_STEP = 512
+# A block is padded to its longest row, and on a CPU a bigger batch does not make a prefill
+# cheaper: rows of a block longer than this are sorted by length and run in groups of this many,
+# each group in the same slots (left-aligned there; the slots after a short row stay invalid).
+GROUP_ROWS = 4
+
+
+def _init(graphdef, state, prefix: KVCache, *, rows: int, slots: int):
+    """``rows`` copies of the one-row prefix cache with ``slots`` slots, the state after it."""
+    grown = prefix.grown(slots)
+    widen = lambda x: jnp.broadcast_to(x, (rows,) + x.shape[1:])  # noqa: E731
+    cache = KVCache(tuple(map(widen, grown.keys)), tuple(map(widen, grown.values)), widen(grown.valid_bs), grown.index)
+    d = nnx.merge(graphdef, state).config.hidden_size
+    c = prefix.valid_bs.shape[1]
+    return cache, jnp.zeros((rows, 1, d), jnp.float32), jnp.full((rows,), c, jnp.int32)
+
+
+def _grow(cache: KVCache, slots: int) -> KVCache:
+    return cache.grown(slots)
+
+
+def _extend(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, ids_bt, mask_bt):
+    model = nnx.merge(graphdef, state)
+    positions = next_pos_b[:, None] + jnp.cumsum(mask_bt, axis=1, dtype=jnp.int32) - 1
+    hidden, cache = model.hidden_states(ids_bt, positions, mask_bt, cache)
+    fresh = mask_bt.astype(jnp.bool_).any(axis=1)
+    last = jnp.where(fresh[:, None, None], hidden[:, -1:, :].astype(last_hidden_b1d.dtype), last_hidden_b1d)
+    return cache, last, next_pos_b + mask_bt.astype(jnp.int32).sum(axis=1)
+
+
+def _extend_rows(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_gt, mask_gt, end):
+    """``_extend`` for the G rows ``rows_g`` only, right-padded [G, T] tokens written from the
+    cache's index; the cache's index becomes ``end``. Their caches are gathered, extended and put back; other rows are unchanged."""
+    model = nnx.merge(graphdef, state)
+    take = lambda x: x[rows_g]  # noqa: E731
+    sub = KVCache(tuple(map(take, cache.keys)), tuple(map(take, cache.values)), take(cache.valid_bs), cache.index)
+    positions = next_pos_b[rows_g][:, None] + jnp.cumsum(mask_gt, axis=1, dtype=jnp.int32) - 1
+    hidden, sub = model.hidden_states(ids_gt, positions, mask_gt, sub)
+    put = lambda full, part: full.at[rows_g].set(part)  # noqa: E731
+    cache = KVCache(tuple(map(put, cache.keys, sub.keys)), tuple(map(put, cache.values, sub.values)),
+                    put(cache.valid_bs, sub.valid_bs), end)
+    count = mask_gt.astype(jnp.int32).sum(axis=1)  # right-padded: row i's last token is at count - 1
+    at_last = jnp.take_along_axis(hidden, jnp.maximum(count - 1, 0)[:, None, None], axis=1)
+    old = last_hidden_b1d[rows_g]
+    last = last_hidden_b1d.at[rows_g].set(jnp.where((count > 0)[:, None, None], at_last.astype(old.dtype), old))
+    return cache, last, next_pos_b.at[rows_g].add(mask_gt.astype(jnp.int32).sum(axis=1))
+
+
+def _rollback(cache: KVCache, index, width: int) -> KVCache:
+    """The cache with its write index at ``index`` and the ``width`` slots from there invalid."""
+    b = cache.valid_bs.shape[0]
+    valid = jax.lax.dynamic_update_slice(cache.valid_bs, jnp.zeros((b, width), jnp.bool_), (0, index))
+    return cache._replace(valid_bs=valid, index=index)
+
+
+def _score(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_nh, cmask_nh):
+    model = nnx.merge(graphdef, state)
+    b, h = next_pos_b.shape[0], conts_nh.shape[1]
+    index0 = cache.index
+    positions = next_pos_b[:, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
+
+    def one(cache, xs):
+        ids_h, mask_h = xs
+        ids = jnp.broadcast_to(ids_h, (b, h))
+        hidden, cache = model.hidden_states(ids, positions, jnp.broadcast_to(mask_h, (b, h)),
+                                            cache._replace(index=index0))
+        before = jnp.concatenate([last_hidden_b1d.astype(hidden.dtype), hidden[:, :-1]], axis=1)
+        logits = model.project(before)
+        picked = jnp.take_along_axis(logits, ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        return cache, (picked - jax.nn.logsumexp(logits, axis=-1)) * mask_h.astype(jnp.float32)[None, :]
+
+    cache, lp_nbh = jax.lax.scan(one, cache, (conts_nh, cmask_nh))
+    return jnp.transpose(lp_nbh, (1, 0, 2)), _rollback(cache, index0, h)
+
+
+def _next_token(graphdef, state, last_hidden_b1d, ids_n):
+    """Log-probs [B, N, 1] of N one-token continuations: the state's next-token distribution."""
+    logits = nnx.merge(graphdef, state).project(last_hidden_b1d)[:, 0]
+    return (logits[:, ids_n] - jax.nn.logsumexp(logits, axis=-1, keepdims=True))[:, :, None]
+
+
+def _generate(graphdef, nb: int, blocks: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, limit,
+              temperature, rng, eos_ids):
+    index0 = cache.index
+    out, cache = gen.sample_loop(nnx.merge(graphdef, state), gen.Prefilled(last_hidden_b1d, cache, next_pos_b),
+                                 limit, temperature, rng, eos_ids, max_new_tokens=nb, weight_blocks=blocks,
+                                 return_cache=True)
+    return out, _rollback(cache, index0, nb)
+
+
+def _rewind(cache: KVCache, index) -> KVCache:
+    """The cache with every slot from ``index`` on invalid and its write index there."""
+    keep = jnp.arange(cache.valid_bs.shape[1], dtype=jnp.int32)[None, :] < index
+    return cache._replace(valid_bs=cache.valid_bs & keep, index=jnp.asarray(index, jnp.int32))
+
+
+class DecodeSession:
+    """``rows`` prompts that all start with ``prefix_ids`` (a system prompt) and grow by appends.
+
+    ``pm``: a ``PretrainedModel`` without a mesh (the session holds its own cache on one device).
+    Host-side it keeps each row's tokens after the prefix, so ``extend_to`` can take full states.
+    """
+
+    def __init__(self, pm: Any, prefix_ids: Sequence[int], rows: int):
+        if pm.mesh is not None:
+            raise ValueError("DecodeSession runs on an unsharded model (mesh=None)")
+        if not prefix_ids or rows < 1:
+            raise ValueError("DecodeSession needs a non-empty prefix and at least one row")
+        self.pm = pm
+        self.prefix = [int(t) for t in prefix_ids]
+        self.rows = rows
+        self.rows_b = bucket(rows, minimum=1)
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.index = len(self.prefix)  # host copy of the cache's write index
+        self.slots = 0
+        self._cache = self._last = self._pos = None
+
+    # ---- compiled pieces, one per shape bucket ------------------------------------------
+
+    def _fn(self, name: str, key: tuple, fn, donate: tuple[int, ...] = ()):
+        return self.pm._jit(("session_" + name,) + key, fn, None, None, donate_argnums=donate)
+
+    def _ensure(self, extra: int) -> None:
+        need = self.index + extra
+        if need <= self.slots:
+            return
+        slots = -(-need // SLOT_STEP) * SLOT_STEP
+        if self._cache is None:
+            prefix = self.pm._prefix_cache(self.prefix)
+            init = self._fn("init", (len(self.prefix), self.rows_b, slots),
+                            functools.partial(_init, self.pm.graphdef, rows=self.rows_b, slots=slots))
+            self._cache, self._last, self._pos = init(self.pm.state, prefix)
+        else:
+            grow = self._fn("grow", (self.rows_b, self.slots, slots), functools.partial(_grow, slots=slots))
+            self._cache = grow(self._cache)
+        self.slots = slots
+
+    # ---- the three operations -----------------------------------------------------------
+
+    def extend_to(self, states: Sequence[Sequence[int] | None]) -> bool:
+        """Appends what each row's full state (prefix included; None: unchanged) adds to its tokens.
+
+        False, appending nothing, when some state does not start with that row's tokens so far
+        (the caller then starts a new session)."""
+        if len(states) != self.rows:
+            raise ValueError(f"extend_to got {len(states)} states for {self.rows} rows")
+        new: list[list[int]] = []
+        c = len(self.prefix)
+        for row, s in zip(self.tokens, states):
+            if s is None:
+                new.append([])
+                continue
+            s = list(s)
+            if s[:c] != self.prefix or s[c:c + len(row)] != row:
+                return False
+            new.append(s[c + len(row):])
+        self.extend(new)
+        return True
+
+    def extend(self, new_tokens: Sequence[Sequence[int]]) -> None:
+        """Appends ``new_tokens[i]`` (possibly empty) to row i, all rows in one block of T slots
+        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows, one
+        [G, T_g] pass per group of rows sorted by length, each from the block's first slot."""
+        if len(new_tokens) != self.rows:
+            raise ValueError(f"extend got {len(new_tokens)} rows of tokens for {self.rows} rows")
+        todo = sorted((i for i, t in enumerate(new_tokens) if t), key=lambda i: len(new_tokens[i]))
+        if not todo:
+            return
+        t = length_bucket(len(new_tokens[todo[-1]]))
+        self._ensure(t)
+        if self.rows_b <= GROUP_ROWS:
+            ids, mask = self._block([list(x) for x in new_tokens] + [[]] * (self.rows_b - self.rows), t, left=True)
+            fn = self._fn("extend", (self.rows_b, self.slots, t), functools.partial(_extend, self.pm.graphdef), (1,))
+            self._cache, self._last, self._pos = fn(self.pm.state, self._cache, self._last, self._pos,
+                                                    jnp.asarray(ids), jnp.asarray(mask))
+        else:
+            for start in range(0, len(todo), GROUP_ROWS):
+                group = todo[start:start + GROUP_ROWS]
+                toks = [list(new_tokens[i]) for i in group]
+                # a short last group is filled with rows it leaves unchanged (no tokens)
+                fill = [i for i in range(self.rows_b) if i not in group][:GROUP_ROWS - len(group)]
+                tg = length_bucket(max(map(len, toks)))
+                ids, mask = self._block(toks + [[]] * len(fill), tg, left=False)
+                fn = self._fn("extend", (self.rows_b, self.slots, GROUP_ROWS, tg),
+                              functools.partial(_extend_rows, self.pm.graphdef), (1,))
+                self._cache, self._last, self._pos = fn(
+                    self.pm.state, self._cache, self._last, self._pos, jnp.asarray(np.asarray(group + fill, np.int32)),
+                    jnp.asarray(ids), jnp.asarray(mask),
+                    jnp.asarray(self.index + (t if start + GROUP_ROWS >= len(todo) else 0), jnp.int32))
+        self.index += t
+        for row, toks in zip(self.tokens, new_tokens):
+            row.extend(int(x) for x in toks)
+
+    def _block(self, rows: Sequence[Sequence[int]], t: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and mask [len(rows), t], each row padded on the left (or the right)."""
+        ids = np.zeros((len(rows), t), np.int32)
+        mask = np.zeros((len(rows), t), np.int32)
+        for i, toks in enumerate(rows):
+            if toks:
+                sl = slice(t - len(toks), t) if left else slice(0, len(toks))
+                ids[i, sl] = toks
+                mask[i, sl] = 1
+        self.pm._check_ids(ids)
+        return ids, mask
+
+    def wait(self) -> None:
+        """Blocks until the appends so far are computed (JAX runs them asynchronously; for timing)."""
+        if self._cache is not None:
+            jax.block_until_ready(self._cache)
+
+    def mark(self) -> tuple:
+        """The session's state now, for :meth:`rewind` (e.g. before appending a scratch header)."""
+        return self.index, [len(t) for t in self.tokens], self._last, self._pos
+
+    def rewind(self, mark: tuple) -> None:
+        """Drops everything appended since ``mark`` was taken."""
+        index, lengths, last, pos = mark
+        fn = self._fn("rewind", (self.rows_b, self.slots), _rewind, (0,))
+        self._cache = fn(self._cache, jnp.asarray(index, jnp.int32))
+        self.index, self._last, self._pos = index, last, pos
+        for row, n in zip(self.tokens, lengths):
+            del row[n:]
+
+    def score(self, continuations: Sequence[Sequence[int]]) -> np.ndarray:
+        """Per-token log-probs [rows, N, H] (0 on padding) of each continuation after each row's state."""
+        if not continuations or not all(continuations):
+            raise ValueError("score needs non-empty continuations")
+        if max(map(len, continuations)) == 1:  # e.g. option letters: no pass over the cache at all
+            ids = np.asarray([c[0] for c in continuations], np.int32)
+            self.pm._check_ids(ids)
+            fn = self._fn("next_token", (self.rows_b, len(ids)), functools.partial(_next_token, self.pm.graphdef))
+            return np.asarray(jax.device_get(fn(self.pm.state, self._last, jnp.asarray(ids))))[:self.rows]
+        n, h = len(continuations), bucket(max(map(len, continuations)), minimum=8)
+        conts = np.zeros((n, h), np.int32)
+        cmask = np.zeros((n, h), np.int32)
+        for i, c in enumerate(continuations):
+            conts[i, :len(c)] = c
+            cmask[i, :len(c)] = 1
+        self.pm._check_ids(conts)
+        self._ensure(h)
+        fn = self._fn("score", (self.rows_b, self.slots, n, h), functools.partial(_score, self.pm.graphdef), (1,))
+        lp, self._cache = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(conts), jnp.asarray(cmask))
+        return np.asarray(jax.device_get(lp))[:self.rows]
+
+    def generate(self, max_new_tokens: int, *, temperature: float = 0.0, seed: int = 0,
+                 eos_token_ids: Sequence[int] = ()) -> list[list[int]]:
+        """New token ids per row (up to and including EOS); the cache is left as before."""
+        nb = bucket(max_new_tokens, minimum=16)
+        eos = tuple(eos_token_ids) or (-2,)
+        self._ensure(nb)
+        blocks = self.pm.decode_weight_blocks
+        fn = self._fn("generate", (self.rows_b, self.slots, nb, len(eos), blocks),
+                      functools.partial(_generate, self.pm.graphdef, nb, blocks), (1,))
+        out, self._cache = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(max_new_tokens, jnp.int32),
+                              jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed),
+                              jnp.asarray(eos, jnp.int32))
+        return gen.trim_outputs(np.asarray(jax.device_get(out))[:self.rows], eos, max_new_tokens)

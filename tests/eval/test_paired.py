@@ -1,0 +1,52 @@
+"""Paired differences over seeds and their t intervals, on hand-computed values."""
+
+import math
+
+import pytest
+
+from spark_jax.eval.paired import claim_pairs, means_table, paired_differences, paired_table, seed_means, t_interval
+
+
+def test_t_interval_hand_computed():
+    # mean 2, sd 1, n 3: t(0.975, 2) = 4.302653, half = 4.302653 / sqrt(3)
+    lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert (lo + hi) / 2 == pytest.approx(2.0)
+    assert (hi - lo) / 2 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert t_interval([5.0]) is None and t_interval([]) is None
+
+
+def test_claim_pairs_in_order_and_only_present_systems():
+    assert claim_pairs(["base", "SFT-greedy", "SFT-rarity", "PPO-rarity"]) == [
+        ("PPO-rarity", "SFT-rarity"), ("SFT-rarity", "SFT-greedy"), ("SFT-greedy", "base"), ("SFT-rarity", "base"),
+        ("PPO-rarity", "base")]
+    assert claim_pairs(["SFT-rarity", "PPO-rarity"]) == [("PPO-rarity", "SFT-rarity")]
+
+
+PER_SEED = {
+    0: {"base": {"accuracy": 0.10, "tool_entropy_bits": None, "header_entropy_bits": 1.0, "answered_rate": 1.0},
+        "SFT-rarity": {"accuracy": 0.20, "tool_entropy_bits": 1.5, "header_entropy_bits": 0.5, "answered_rate": 1.0}},
+    1: {"base": {"accuracy": 0.10, "tool_entropy_bits": None, "header_entropy_bits": 1.0, "answered_rate": 1.0},
+        "SFT-rarity": {"accuracy": 0.30, "tool_entropy_bits": 2.5, "header_entropy_bits": 0.7, "answered_rate": 0.9}},
+}
+
+
+def test_paired_differences_are_seed_by_seed():
+    rows = {r["key"]: r for r in paired_differences(PER_SEED, [("SFT-rarity", "base")])}
+    acc = rows["accuracy"]
+    assert acc["differences"] == pytest.approx([0.1, 0.2]) and acc["mean"] == pytest.approx(0.15)
+    # n = 2: t(0.975, 1) = 12.7062; sd of (0.1, 0.2) = 0.0707107; half = 12.7062 * 0.0707107 / sqrt(2)
+    assert acc["ci95"][1] - acc["mean"] == pytest.approx(12.7062047 * 0.05, rel=1e-5)
+    assert rows["header_entropy_bits"]["differences"] == pytest.approx([-0.5, -0.3])
+    # no pooled entropy for the base model: no seed counts, no interval
+    assert rows["tool_entropy_bits"]["seeds"] == [] and rows["tool_entropy_bits"]["mean"] is None
+    table = paired_table(list(rows.values()))
+    assert "| SFT-rarity − base | accuracy (%, official) | 15.0 [-48.5, 78.5] | 0: 10.0, 1: 20.0 |" in table
+
+
+def test_seed_means_table():
+    means = seed_means(PER_SEED)
+    assert means["SFT-rarity"]["tool_entropy_bits"]["mean"] == pytest.approx(2.0)
+    assert means["base"]["tool_entropy_bits"] == {"mean": None, "ci95": None, "n": 0}
+    table = means_table(means)
+    assert "pooled tool entropy (bits) [95% CI over seeds] | per-state header entropy (bits)" in table
+    assert "| SFT-rarity | 2 | 2.00 [-4.35, 8.35] |" in table

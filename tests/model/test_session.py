@@ -1,0 +1,85 @@
+"""DecodeSession: appends, scores and decodes equal the one-shot paths on the whole state."""
+
+import numpy as np
+import pytest
+
+import spark_jax
+from spark_jax.model.session import DecodeSession
+from spark_jax.testing.score_reference import full_sequence_logprobs
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return spark_jax.load_pretrained(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("group_rows", [4, 1])  # one [B, T] block; groups of one row each (gathered)
+def test_scores_after_appends_equal_full_sequence_scores(tiny, monkeypatch, group_rows):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "GROUP_ROWS", group_rows)
+    rng = np.random.default_rng(0)
+    vocab = tiny.config.vocab_size
+    prefix = rng.integers(3, vocab, size=20).tolist()
+    conts = [rng.integers(3, vocab, size=k).tolist() for k in (1, 4, 6)]
+    singles = [[int(t)] for t in rng.integers(3, vocab, size=5)]  # one-token continuations: no scan
+    states = [prefix + rng.integers(3, vocab, size=n).tolist() for n in (5, 30, 17)]
+    session = DecodeSession(tiny, prefix, rows=3)
+    for step in range(3):  # the states grow by uneven amounts; one row does not grow at step 1
+        assert session.extend_to([None if (step == 1 and i == 0) else s for i, s in enumerate(states)])
+        got, got1 = session.score(conts), session.score(singles)
+        for i, s in enumerate(states):
+            want = full_sequence_logprobs(tiny, s, conts)
+            for j, w in enumerate(want):
+                np.testing.assert_allclose(got[i, j, :len(w)], w, atol=1e-4, rtol=0)
+                assert not got[i, j, len(w):].any()
+            np.testing.assert_allclose(got1[i, :, 0], [w[0] for w in full_sequence_logprobs(tiny, s, singles)],
+                                       atol=1e-4, rtol=0)
+        states = [s + rng.integers(3, vocab, size=k).tolist() if not (step == 0 and i == 0) else s
+                  for i, (s, k) in enumerate(zip(states, (7, 2, 40)))]
+
+
+@pytest.mark.parametrize("group_rows", [4, 1])
+def test_greedy_decode_equals_generate_and_leaves_the_state(tiny, monkeypatch, group_rows):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "GROUP_ROWS", group_rows)
+    rng = np.random.default_rng(1)
+    vocab = tiny.config.vocab_size
+    prefix = rng.integers(3, vocab, size=12).tolist()
+    states = [prefix + rng.integers(3, vocab, size=n).tolist() for n in (3, 21)]
+    session = DecodeSession(tiny, prefix, rows=2)
+    session.extend_to(states)
+    conts = [[5, 6], [7]]
+    before = session.score(conts)
+    got = session.generate(10, eos_token_ids=(2,))
+    assert got == tiny.generate(states, 10, eos_token_ids=(2,))
+    np.testing.assert_allclose(session.score(conts), before, atol=1e-6, rtol=0)  # rolled back
+
+
+def test_a_state_that_is_not_an_extension_is_refused(tiny):
+    session = DecodeSession(tiny, [3, 4, 5], rows=1)
+    assert session.extend_to([[3, 4, 5, 6, 7]])
+    assert not session.extend_to([[3, 4, 5, 9, 7, 8]])
+    assert session.tokens == [[6, 7]]
+
+
+def test_the_cache_grows_past_its_slots_and_rewinds(tiny, monkeypatch):
+    from spark_jax.model import session as session_mod
+
+    monkeypatch.setattr(session_mod, "SLOT_STEP", 32)
+    rng = np.random.default_rng(2)
+    vocab = tiny.config.vocab_size
+    prefix = rng.integers(3, vocab, size=10).tolist()
+    state = prefix + rng.integers(3, vocab, size=15).tolist()
+    session = DecodeSession(tiny, prefix, rows=1)
+    session.extend_to([state])
+    slots = session.slots
+    mark = session.mark()
+    session.extend([rng.integers(3, vocab, size=30).tolist()])  # past the first 32 slots
+    assert session.slots > slots
+    session.rewind(mark)
+    assert session.tokens == [state[10:]] and session.index == mark[0]
+    conts = [[5, 6, 7]]
+    got = session.score(conts)[0, 0, :3]
+    np.testing.assert_allclose(got, full_sequence_logprobs(tiny, state, conts)[0], atol=1e-4, rtol=0)
