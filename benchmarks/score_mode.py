@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from statistics import median
 
@@ -34,7 +35,8 @@ from spark_jax.testing.score_reference import full_sequence_logprobs
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--data", default="../shared/data/mmlu_pro/test.jsonl", help="MMLU-Pro questions (read at run time)")
+    ap.add_argument("--data", default=os.environ.get("MMLU_PRO"), required="MMLU_PRO" not in os.environ,
+                    help="MMLU-Pro questions, read at run time (default: $MMLU_PRO)")
     ap.add_argument("--questions", type=int, default=3)
     ap.add_argument("--ours", choices=("prefix", "whole_prompt"), default="prefix")
     ap.add_argument("--reference", choices=("whole_prompt", "full_sequence"), default="full_sequence")
