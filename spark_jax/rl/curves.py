@@ -9,10 +9,11 @@ candidate loss and reward per step kind, against the step).
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import Any, Sequence
+
+from spark_jax.core.jsonl import iter_jsonl
 
 SPLITS = tuple(f"{sign}_{part}" for sign in ("pos", "neg") for part in ("header", "input"))
 COLUMNS = ("loss", "kl", "kl_action_tokens", *(f"kl_{s}" for s in SPLITS), *(f"dlogp_{s}" for s in SPLITS),
@@ -34,14 +35,7 @@ def read_metrics(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run_dir} a `spark-jax train` output directory?")
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def window_mean(rows: Sequence[dict], key: str) -> float | None:

@@ -1,3 +1,4 @@
+import pytest
 """``spark-jax curves``: window means by hand, the Markdown table and the PNG."""
 
 import json
@@ -43,3 +44,12 @@ def test_diagnostics_appear_in_table(tmp_path):
         assert f"| PPO | 4 | {key} |" in table
     assert "| PPO | 4 | kl_action_tokens | 0.050 -> 0.250 |" in table
     assert "kl_pos_header" not in table  # an empty group is not a 0
+
+
+def test_read_metrics_names_the_bad_line(tmp_path):
+    from spark_jax.core.jsonl import JsonlError
+    from spark_jax.rl.curves import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n\n{"step": 2\n')
+    with pytest.raises(JsonlError, match=r"metrics\.jsonl:3: not valid JSON"):
+        read_metrics(tmp_path)
