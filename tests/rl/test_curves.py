@@ -1,6 +1,6 @@
-import pytest
 """``spark-jax curves``: window means by hand, the Markdown table and the PNG."""
 
+import pytest
 import json
 
 from spark_jax.cli import main
