@@ -1,7 +1,8 @@
 """``spark-jax curves``: window means by hand, the Markdown table and the PNG."""
 
-import pytest
 import json
+
+import pytest
 
 from spark_jax.cli import main
 from spark_jax.rl.curves import curves_table, window_mean
