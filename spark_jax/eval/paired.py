@@ -35,11 +35,26 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 
 def claim_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
-    """The differences SPaRK's claim rests on, among ``systems``: PPO-rarity − SFT-rarity,
-    SFT-rarity − SFT-greedy, then each arm − base."""
+    """The differences SPaRK's claim rests on, among ``systems``, in this order: PPO-rarity −
+    SFT-rarity and SFT-rarity − SFT-greedy; each warm-started arm ``<A>-<data>-from-<B>`` minus
+    its source ``<B>-<data>`` and minus the compute-matched ``SFT-<data>-from-SFT`` (the same
+    updates and tokens); then each arm − base."""
     pairs = [("PPO-rarity", "SFT-rarity"), ("SFT-rarity", "SFT-greedy")]
+    for s in systems:
+        head, sep, source_algo = s.rpartition("-from-")
+        if not sep or "-" not in head:
+            continue
+        data = head.split("-", 1)[1]
+        pairs.append((s, f"{source_algo}-{data}"))
+        pairs.append((s, f"SFT-{data}-from-SFT"))
     pairs += [(s, "base") for s in systems if s != "base"]
-    return [(a, b) for a, b in pairs if a in systems and b in systems]
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for a, b in pairs:
+        if a != b and a in systems and b in systems and (a, b) not in seen:
+            seen.add((a, b))
+            kept.append((a, b))
+    return kept
 
 
 def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],

@@ -24,3 +24,21 @@ def test_warm_started_and_candidate_arms():
         ExperimentConfig(arms=("ppo:lowest_viable@sft",))
     with pytest.raises(ValueError, match="algo from"):
         ExperimentConfig(arms=("dpo:lowest_viable",))
+
+
+def test_seeded_experiment_config_loads_with_every_arm():
+    import pathlib
+
+    from spark_jax.apps.experiment import arm_name
+    from spark_jax.core.config_io import load_config
+    from spark_jax.eval.paired import claim_pairs
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs/experiments/smollm2_seeds.yaml"
+    cfg = load_config(ExperimentConfig, str(path), [])
+    names = ["base", *(arm_name(a) for a in cfg.arms)]
+    assert names == ["base", "SFT-greedy", "SFT-rarity", "SFT-rarity-from-SFT", "PPO-rarity-from-SFT",
+                     "PPO-greedy-from-SFT", "CAND-rarity-from-SFT"]
+    assert len(cfg.seeds) >= 3 and cfg.updates_per_batch == 2
+    pairs = claim_pairs(names)
+    assert ("PPO-rarity-from-SFT", "SFT-rarity-from-SFT") in pairs
+    assert ("CAND-rarity-from-SFT", "SFT-rarity") in pairs

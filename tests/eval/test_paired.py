@@ -50,3 +50,22 @@ def test_seed_means_table():
     table = means_table(means)
     assert "pooled tool entropy (bits) [95% CI over seeds] | per-state header entropy (bits)" in table
     assert "| SFT-rarity | 2 | 2.00 [-4.35, 8.35] |" in table
+
+
+def test_claim_pairs_for_warm_started_arms():
+    systems = ["base", "SFT-greedy", "SFT-rarity", "SFT-rarity-from-SFT", "PPO-rarity-from-SFT",
+               "PPO-greedy-from-SFT", "CAND-rarity-from-SFT"]
+    pairs = claim_pairs(systems)
+    assert pairs[:6] == [
+        ("SFT-rarity", "SFT-greedy"),
+        ("SFT-rarity-from-SFT", "SFT-rarity"),
+        ("PPO-rarity-from-SFT", "SFT-rarity"),
+        ("PPO-rarity-from-SFT", "SFT-rarity-from-SFT"),
+        ("PPO-greedy-from-SFT", "SFT-greedy"),
+        ("CAND-rarity-from-SFT", "SFT-rarity"),
+    ]
+    assert ("CAND-rarity-from-SFT", "SFT-rarity-from-SFT") in pairs
+    # no compute-matched partner exists for the greedy data, and no arm is paired with itself
+    assert ("PPO-greedy-from-SFT", "SFT-greedy-from-SFT") not in pairs
+    assert all(a != b for a, b in pairs)
+    assert pairs[-6:] == [(s, "base") for s in systems[1:]]
