@@ -7,14 +7,16 @@ A ``DecodeSession`` holds the cache of every row's state so far and only runs wh
 * ``extend`` appends each row's new tokens (one left-padded [B, T] block after the cache);
 * ``score`` gives the log-probs of N short continuations (the action headers, or the option
   letters after ``The answer is (``) for every row: the N continuations run one after another
-  (``lax.scan``) in the same scratch slots after the state, so the cache is never copied N times;
-* ``generate`` samples after the state and then rolls the cache back, so the caller appends
-  the text it keeps (re-rendered by the chat template) rather than the raw sample.
+  (``lax.scan``) in the same scratch slots after the state, on a copy of the cache's live slots;
+* ``generate`` samples after the state on such a copy, so the session's cache is unchanged and the
+  caller appends the text it keeps (re-rendered by the chat template) rather than the raw sample.
 
 Slots are [system prompt | block | block | ...]; each block is left-padded, padding slots are
 invalid and RoPE positions count real tokens only, so a row attends to exactly its own tokens
 and the result equals one prefill of the row's whole state (up to float summation order).
-Compiled shapes: one per (rows, slots, block) bucket; slots grow in steps of ``SLOT_STEP``.
+Every pass reads only the live slots (the filled ones and its own, rounded up to ``LIVE_STEP``),
+not the cache's whole capacity. Compiled shapes: one per (rows, slots, block, live) bucket; slots
+grow in steps of ``SLOT_STEP``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ LIVE_STEP = 256
 # cheaper: rows of a block longer than this are sorted by length and run in groups of this many,
 # each group in the same slots (left-aligned there; the slots after a short row stay invalid).
 GROUP_ROWS = 4
+# Blocks no longer than this (an action header, the answer's lead) run as one [B, T] pass: the
+# groups' gathers and per-group calls would cost more than their padding saves. Short blocks are
+# bucketed from 8 tokens (headers are 6 or 7), longer ones from 16.
+SHORT_BLOCK = 16
 
 
 def _init(graphdef, state, prefix: KVCache, *, rows: int, slots: int):
@@ -214,16 +220,18 @@ class DecodeSession:
 
     def extend(self, new_tokens: Sequence[Sequence[int]]) -> None:
         """Appends ``new_tokens[i]`` (possibly empty) to row i, all rows in one block of T slots
-        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows, one
-        [G, T_g] pass per group of rows sorted by length, each from the block's first slot."""
+        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows and
+        T > ``SHORT_BLOCK``, one [G, T_g] pass per group of rows sorted by length, each from the
+        block's first slot."""
         if len(new_tokens) != self.rows:
             raise ValueError(f"extend got {len(new_tokens)} rows of tokens for {self.rows} rows")
         todo = sorted((i for i, t in enumerate(new_tokens) if t), key=lambda i: len(new_tokens[i]))
         if not todo:
             return
-        t = length_bucket(len(new_tokens[todo[-1]]))
+        longest = len(new_tokens[todo[-1]])
+        t = length_bucket(longest, minimum=8) if longest <= SHORT_BLOCK else length_bucket(longest)
         self._ensure(t)
-        if self.rows_b <= GROUP_ROWS:
+        if self.rows_b <= GROUP_ROWS or t <= SHORT_BLOCK:
             ids, mask = self._block([list(x) for x in new_tokens] + [[]] * (self.rows_b - self.rows), t, left=True)
             live = self._live(t)
             fn = self._fn("extend", (self.rows_b, self.slots, t, live),
