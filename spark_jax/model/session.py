@@ -82,8 +82,8 @@ def _extend_rows(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, ne
     cache's index; the cache's index becomes ``end``. Other rows are unchanged.
 
     The group's first ``live`` slots are gathered (attention reads no empty room), and only the
-    T new slots of each group row are written back, one in-place slice per row: a scatter of
-    whole cache rows costs more than the group's prefill on XLA:CPU."""
+    T new slots of each group row are written back, one in-place slice per row (a scatter of
+    whole cache rows copied the cache once per group, however few its tokens)."""
     model = nnx.merge(graphdef, state)
     index, t, g = cache.index, ids_gt.shape[1], rows_g.shape[0]
     sub = _live(KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
