@@ -7,14 +7,16 @@ A ``DecodeSession`` holds the cache of every row's state so far and only runs wh
 * ``extend`` appends each row's new tokens (one left-padded [B, T] block after the cache);
 * ``score`` gives the log-probs of N short continuations (the action headers, or the option
   letters after ``The answer is (``) for every row: the N continuations run one after another
-  (``lax.scan``) in the same scratch slots after the state, so the cache is never copied N times;
-* ``generate`` samples after the state and then rolls the cache back, so the caller appends
-  the text it keeps (re-rendered by the chat template) rather than the raw sample.
+  (``lax.scan``) in the same scratch slots after the state, on a copy of the cache's live slots;
+* ``generate`` samples after the state on such a copy, so the session's cache is unchanged and the
+  caller appends the text it keeps (re-rendered by the chat template) rather than the raw sample.
 
 Slots are [system prompt | block | block | ...]; each block is left-padded, padding slots are
 invalid and RoPE positions count real tokens only, so a row attends to exactly its own tokens
 and the result equals one prefill of the row's whole state (up to float summation order).
-Compiled shapes: one per (rows, slots, block) bucket; slots grow in steps of ``SLOT_STEP``.
+Every pass reads only the live slots (the filled ones and its own, rounded up to ``LIVE_STEP``),
+not the cache's whole capacity. Compiled shapes: one per (rows, slots, block, live) bucket; slots
+grow in steps of ``SLOT_STEP``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,17 @@ from spark_jax.model import generate as gen
 from spark_jax.model.llama import KVCache
 
 SLOT_STEP = 512
+# Passes read only the cache's first ``live`` slots, the slots they need rounded up to this step
+# (a static size: one compiled shape per step), not the whole capacity.
+LIVE_STEP = 256
 # A block is padded to its longest row, and on a CPU a bigger batch does not make a prefill
 # cheaper: rows of a block longer than this are sorted by length and run in groups of this many,
 # each group in the same slots (left-aligned there; the slots after a short row stay invalid).
 GROUP_ROWS = 4
+# Blocks no longer than this (an action header, the answer's lead) run as one [B, T] pass: the
+# groups' gathers and per-group calls would cost more than their padding saves. Short blocks are
+# bucketed from 8 tokens (headers are 6 or 7), longer ones from 16.
+SHORT_BLOCK = 16
 
 
 def _init(graphdef, state, prefix: KVCache, *, rows: int, slots: int):
@@ -52,43 +61,59 @@ def _grow(cache: KVCache, slots: int) -> KVCache:
     return cache.grown(slots)
 
 
-def _extend(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, ids_bt, mask_bt):
+def _live(cache: KVCache, live: int) -> KVCache:
+    """The cache's first ``live`` slots (a copy; the rest is empty room nothing reads)."""
+    return KVCache(tuple(k[..., :live] for k in cache.keys), tuple(v[:, :, :live] for v in cache.values),
+                   cache.valid_bs[:, :live], cache.index)
+
+
+def _extend(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, ids_bt, mask_bt):
     model = nnx.merge(graphdef, state)
     positions = next_pos_b[:, None] + jnp.cumsum(mask_bt, axis=1, dtype=jnp.int32) - 1
-    hidden, cache = model.hidden_states(ids_bt, positions, mask_bt, cache)
+    hidden, cache = model.hidden_states(ids_bt, positions, mask_bt, cache, live_slots=live)
     fresh = mask_bt.astype(jnp.bool_).any(axis=1)
     last = jnp.where(fresh[:, None, None], hidden[:, -1:, :].astype(last_hidden_b1d.dtype), last_hidden_b1d)
     return cache, last, next_pos_b + mask_bt.astype(jnp.int32).sum(axis=1)
 
 
-def _extend_rows(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_gt, mask_gt, end):
+def _extend_rows(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_gt, mask_gt,
+                 end):
     """``_extend`` for the G rows ``rows_g`` only, right-padded [G, T] tokens written from the
-    cache's index; the cache's index becomes ``end``. Their caches are gathered, extended and put back; other rows are unchanged."""
+    cache's index; the cache's index becomes ``end``. Other rows are unchanged.
+
+    The group's first ``live`` slots are gathered (attention reads no empty room), and only the
+    T new slots of each group row are written back, one in-place slice per row (a scatter of
+    whole cache rows copied the cache once per group, however few its tokens)."""
     model = nnx.merge(graphdef, state)
-    take = lambda x: x[rows_g]  # noqa: E731
-    sub = KVCache(tuple(map(take, cache.keys)), tuple(map(take, cache.values)), take(cache.valid_bs), cache.index)
+    index, t, g = cache.index, ids_gt.shape[1], rows_g.shape[0]
+    sub = _live(KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
+                        cache.valid_bs[rows_g], index), live)
     positions = next_pos_b[rows_g][:, None] + jnp.cumsum(mask_gt, axis=1, dtype=jnp.int32) - 1
     hidden, sub = model.hidden_states(ids_gt, positions, mask_gt, sub)
-    put = lambda full, part: full.at[rows_g].set(part)  # noqa: E731
-    cache = KVCache(tuple(map(put, cache.keys, sub.keys)), tuple(map(put, cache.values, sub.values)),
-                    put(cache.valid_bs, sub.valid_bs), end)
+
+    def put(full, part, axis):
+        new = jax.lax.dynamic_slice_in_dim(part, index, t, axis=axis)
+        for i in range(g):
+            start = [rows_g[i]] + [index if a == axis else 0 for a in range(1, full.ndim)]
+            full = jax.lax.dynamic_update_slice(full, new[i:i + 1], start)
+        return full
+
+    cache = KVCache(tuple(put(f, p, 3) for f, p in zip(cache.keys, sub.keys)),
+                    tuple(put(f, p, 2) for f, p in zip(cache.values, sub.values)),
+                    put(cache.valid_bs, sub.valid_bs, 1), end)
     count = mask_gt.astype(jnp.int32).sum(axis=1)  # right-padded: row i's last token is at count - 1
     at_last = jnp.take_along_axis(hidden, jnp.maximum(count - 1, 0)[:, None, None], axis=1)
     old = last_hidden_b1d[rows_g]
     last = last_hidden_b1d.at[rows_g].set(jnp.where((count > 0)[:, None, None], at_last.astype(old.dtype), old))
-    return cache, last, next_pos_b.at[rows_g].add(mask_gt.astype(jnp.int32).sum(axis=1))
+    return cache, last, next_pos_b.at[rows_g].add(count)
 
 
-def _rollback(cache: KVCache, index, width: int) -> KVCache:
-    """The cache with its write index at ``index`` and the ``width`` slots from there invalid."""
-    b = cache.valid_bs.shape[0]
-    valid = jax.lax.dynamic_update_slice(cache.valid_bs, jnp.zeros((b, width), jnp.bool_), (0, index))
-    return cache._replace(valid_bs=valid, index=index)
-
-
-def _score(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_nh, cmask_nh):
+def _score(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_nh, cmask_nh):
+    """Log-probs [B, N, H]; runs on a copy of the cache's first ``live`` slots, so the
+    session's cache is not written (nothing to roll back)."""
     model = nnx.merge(graphdef, state)
     b, h = next_pos_b.shape[0], conts_nh.shape[1]
+    cache = _live(cache, live)
     index0 = cache.index
     positions = next_pos_b[:, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
 
@@ -102,8 +127,8 @@ def _score(graphdef, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_n
         picked = jnp.take_along_axis(logits, ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
         return cache, (picked - jax.nn.logsumexp(logits, axis=-1)) * mask_h.astype(jnp.float32)[None, :]
 
-    cache, lp_nbh = jax.lax.scan(one, cache, (conts_nh, cmask_nh))
-    return jnp.transpose(lp_nbh, (1, 0, 2)), _rollback(cache, index0, h)
+    _, lp_nbh = jax.lax.scan(one, cache, (conts_nh, cmask_nh))
+    return jnp.transpose(lp_nbh, (1, 0, 2))
 
 
 def _next_token(graphdef, state, last_hidden_b1d, ids_n):
@@ -112,13 +137,12 @@ def _next_token(graphdef, state, last_hidden_b1d, ids_n):
     return (logits[:, ids_n] - jax.nn.logsumexp(logits, axis=-1, keepdims=True))[:, :, None]
 
 
-def _generate(graphdef, nb: int, blocks: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, limit,
-              temperature, rng, eos_ids):
-    index0 = cache.index
-    out, cache = gen.sample_loop(nnx.merge(graphdef, state), gen.Prefilled(last_hidden_b1d, cache, next_pos_b),
-                                 limit, temperature, rng, eos_ids, max_new_tokens=nb, weight_blocks=blocks,
-                                 return_cache=True)
-    return out, _rollback(cache, index0, nb)
+def _generate(graphdef, nb: int, blocks: int, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b,
+              limit, temperature, rng, eos_ids):
+    """Sampled tokens [B, nb]; decodes on a copy of the cache's first ``live`` slots (each step
+    reads only those, and the session's cache is left as it was)."""
+    return gen.sample_loop(nnx.merge(graphdef, state), gen.Prefilled(last_hidden_b1d, _live(cache, live), next_pos_b),
+                           limit, temperature, rng, eos_ids, max_new_tokens=nb, weight_blocks=blocks)
 
 
 def _rewind(cache: KVCache, index) -> KVCache:
@@ -152,6 +176,10 @@ class DecodeSession:
 
     def _fn(self, name: str, key: tuple, fn, donate: tuple[int, ...] = ()):
         return self.pm._jit(("session_" + name,) + key, fn, None, None, donate_argnums=donate)
+
+    def _live(self, extra: int) -> int:
+        """Slots a pass of ``extra`` new tokens from the write index reads (a ``LIVE_STEP`` multiple)."""
+        return min(self.slots, -(-(self.index + extra) // LIVE_STEP) * LIVE_STEP)
 
     def _ensure(self, extra: int) -> None:
         need = self.index + extra
@@ -192,30 +220,38 @@ class DecodeSession:
 
     def extend(self, new_tokens: Sequence[Sequence[int]]) -> None:
         """Appends ``new_tokens[i]`` (possibly empty) to row i, all rows in one block of T slots
-        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows, one
-        [G, T_g] pass per group of rows sorted by length, each from the block's first slot."""
+        (T the longest, bucketed): one [B, T] pass, or, for more than ``GROUP_ROWS`` rows and
+        T > ``SHORT_BLOCK``, one [G, T_g] pass per group of rows sorted by length, each from the
+        block's first slot."""
         if len(new_tokens) != self.rows:
             raise ValueError(f"extend got {len(new_tokens)} rows of tokens for {self.rows} rows")
         todo = sorted((i for i, t in enumerate(new_tokens) if t), key=lambda i: len(new_tokens[i]))
         if not todo:
             return
-        t = length_bucket(len(new_tokens[todo[-1]]))
+        longest = len(new_tokens[todo[-1]])
+        t = length_bucket(longest, minimum=8) if longest <= SHORT_BLOCK else length_bucket(longest)
         self._ensure(t)
-        if self.rows_b <= GROUP_ROWS:
+        if self.rows_b <= GROUP_ROWS or t <= SHORT_BLOCK:
             ids, mask = self._block([list(x) for x in new_tokens] + [[]] * (self.rows_b - self.rows), t, left=True)
-            fn = self._fn("extend", (self.rows_b, self.slots, t), functools.partial(_extend, self.pm.graphdef), (1,))
+            live = self._live(t)
+            fn = self._fn("extend", (self.rows_b, self.slots, t, live),
+                          functools.partial(_extend, self.pm.graphdef, live), (1,))
             self._cache, self._last, self._pos = fn(self.pm.state, self._cache, self._last, self._pos,
                                                     jnp.asarray(ids), jnp.asarray(mask))
         else:
+            done = set(todo)
             for start in range(0, len(todo), GROUP_ROWS):
                 group = todo[start:start + GROUP_ROWS]
                 toks = [list(new_tokens[i]) for i in group]
-                # a short last group is filled with rows it leaves unchanged (no tokens)
-                fill = [i for i in range(self.rows_b) if i not in group][:GROUP_ROWS - len(group)]
+                # A short last group is filled with rows that get no tokens in this block: their
+                # slots of the block are written invalid. (A row of an earlier group would lose
+                # its new tokens; rows_b is a multiple of GROUP_ROWS, so there are enough.)
+                fill = [i for i in range(self.rows_b) if i not in done][:GROUP_ROWS - len(group)]
                 tg = length_bucket(max(map(len, toks)))
                 ids, mask = self._block(toks + [[]] * len(fill), tg, left=False)
-                fn = self._fn("extend", (self.rows_b, self.slots, GROUP_ROWS, tg),
-                              functools.partial(_extend_rows, self.pm.graphdef), (1,))
+                live = self._live(tg)
+                fn = self._fn("extend", (self.rows_b, self.slots, GROUP_ROWS, tg, live),
+                              functools.partial(_extend_rows, self.pm.graphdef, live), (1,))
                 self._cache, self._last, self._pos = fn(
                     self.pm.state, self._cache, self._last, self._pos, jnp.asarray(np.asarray(group + fill, np.int32)),
                     jnp.asarray(ids), jnp.asarray(mask),
@@ -271,8 +307,9 @@ class DecodeSession:
             cmask[i, :len(c)] = 1
         self.pm._check_ids(conts)
         self._ensure(h)
-        fn = self._fn("score", (self.rows_b, self.slots, n, h), functools.partial(_score, self.pm.graphdef), (1,))
-        lp, self._cache = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(conts), jnp.asarray(cmask))
+        live = self._live(h)
+        fn = self._fn("score", (self.rows_b, self.slots, n, h, live), functools.partial(_score, self.pm.graphdef, live))
+        lp = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(conts), jnp.asarray(cmask))
         return np.asarray(jax.device_get(lp))[:self.rows]
 
     def generate(self, max_new_tokens: int, *, temperature: float = 0.0, seed: int = 0,
@@ -282,9 +319,9 @@ class DecodeSession:
         eos = tuple(eos_token_ids) or (-2,)
         self._ensure(nb)
         blocks = self.pm.decode_weight_blocks
-        fn = self._fn("generate", (self.rows_b, self.slots, nb, len(eos), blocks),
-                      functools.partial(_generate, self.pm.graphdef, nb, blocks), (1,))
-        out, self._cache = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(max_new_tokens, jnp.int32),
-                              jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed),
-                              jnp.asarray(eos, jnp.int32))
+        live = self._live(nb)
+        fn = self._fn("generate", (self.rows_b, self.slots, nb, len(eos), blocks, live),
+                      functools.partial(_generate, self.pm.graphdef, nb, blocks, live))
+        out = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(max_new_tokens, jnp.int32),
+                 jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
         return gen.trim_outputs(np.asarray(jax.device_get(out))[:self.rows], eos, max_new_tokens)

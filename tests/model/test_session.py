@@ -83,3 +83,23 @@ def test_the_cache_grows_past_its_slots_and_rewinds(tiny, monkeypatch):
     conts = [[5, 6, 7]]
     got = session.score(conts)[0, 0, :3]
     np.testing.assert_allclose(got, full_sequence_logprobs(tiny, state, conts)[0], atol=1e-4, rtol=0)
+
+
+def test_a_short_last_group_leaves_the_other_rows_tokens(tiny):
+    # 6 rows (8 with padding), 5 of them appended to (blocks long enough to be grouped): groups
+    # of 4 and 1, the short one filled with rows that get no tokens. Filling it with rows of the
+    # first group wiped their new slots. Then a short block: one [8, T] pass.
+    rng = np.random.default_rng(3)
+    vocab = tiny.config.vocab_size
+    prefix = rng.integers(3, vocab, size=10).tolist()
+    states = [prefix + rng.integers(3, vocab, size=n).tolist() for n in (20, 25, 18, 30, 17, 21)]
+    session = DecodeSession(tiny, prefix, rows=6)
+    assert session.extend_to(states)
+    conts = [rng.integers(3, vocab, size=k).tolist() for k in (1, 3)]
+    for more in ((21, 18, 0, 26, 17, 19), (0, 7, 3, 12, 0, 16)):
+        states = [s + rng.integers(3, vocab, size=k).tolist() if k else s for s, k in zip(states, more)]
+        assert session.extend_to(states)
+        got = session.score(conts)
+        for i, s in enumerate(states):
+            for j, w in enumerate(full_sequence_logprobs(tiny, s, conts)):
+                np.testing.assert_allclose(got[i, j, :len(w)], w, atol=1e-4, rtol=0)
