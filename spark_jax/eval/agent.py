@@ -297,9 +297,9 @@ class PolicyAgent:
                 mark = self._session.mark()
                 wanted = set(rows)
                 self._session.extend([head if i in wanted else [] for i in range(len(self._chunk))])
-                lp = self._session.score(letters).sum(axis=-1)  # [rows, 10]
+                lp = self._session.score(letters, rows=rows).sum(axis=-1)  # [eps, 10]
                 self._session.rewind(mark)
-            sums = [lp[i] for i in rows]
+            sums = list(lp)
             if not own:
                 self._session, self._chunk = saved
         return [prompts.LETTERS[int(np.argmax(np.asarray(x)[:len(e.question["options"])]))]
@@ -327,30 +327,26 @@ class PolicyAgent:
             return self._choose_unbatched(active)
         rows = self._sync_session(active)
         names = action_names()
-        with self._timed("header scoring"):
-            lp = self._session.score([self._header_ids(n) for n in names]).sum(axis=-1)  # [rows, 10]
+        with self._timed("header scoring"):  # [active, 10]
+            lp = self._session.score([self._header_ids(n) for n in names], rows=rows).sum(axis=-1)
         chosen = []
-        for ep, i in zip(active, rows):
-            scores = {n: float(lp[i, j]) for j, n in enumerate(names)}
+        for k, ep in enumerate(active):
+            scores = {n: float(lp[k, j]) for j, n in enumerate(names)}
             ep.header_logprobs.append(scores)
             chosen.append(max(scores, key=scores.get))
         # an answer chosen in letter mode writes no input: its letter is scored (see _apply)
         texts: list[str | None] = [None] * len(active)
         write = [k for k, name in enumerate(chosen) if name != ANSWER or self.config.answer_mode == "text"]
         if write:
-            with self._timed("input decode"):
-                mark = self._session.mark()
-                heads: list[list[int]] = [[] for _ in self._chunk]
-                for k in write:
-                    heads[rows[k]] = self._header_ids(chosen[k])
-                self._session.extend(heads)
-                bodies = self._session.generate(self.config.max_action_tokens, temperature=self.config.temperature,
-                                                seed=self._seed, eos_token_ids=self.eos)
+            with self._timed("input decode"):  # only the rows that write an input, each after its header
+                bodies = self._session.generate(self.config.max_action_tokens, rows=[rows[k] for k in write],
+                                                prompts=[self._header_ids(chosen[k]) for k in write],
+                                                temperature=self.config.temperature, seed=self._seed,
+                                                eos_token_ids=self.eos)
                 self._seed += 1
-                self._session.rewind(mark)
             tok = self.model.tokenizer
-            for k in write:
-                body = tok.decode([t for t in bodies[rows[k]] if t not in self.eos], skip_special_tokens=True)
+            for k, body_ids in zip(write, bodies):
+                body = tok.decode([t for t in body_ids if t not in self.eos], skip_special_tokens=True)
                 texts[k] = f"Action: {chosen[k]}\nInput: {body.lstrip(' ')}"
         return texts
 

@@ -179,8 +179,9 @@ class Llama(nnx.Module):
         ``live_slots`` (static) promises index + T <= live_slots: attention then reads only those
         first slots, not the empty room left for new tokens. ``live_slots == T`` is a prefill
         into an empty cache, which attends in causal blocks (``causal_blocks``).
-        ``allowed_btt`` (bool [B, T, T], no cache only) further restricts which earlier tokens
-        each query reads, e.g. several continuations of one prefix side by side in one row.
+        ``allowed_btt`` (bool [B, T, T]) further restricts which of the T new tokens each query
+        reads (the cache's slots stay readable), e.g. several continuations of one prefix side by
+        side in one row.
         """
         b, t = input_ids_bt.shape
         if attention_mask_bt is None:
@@ -195,9 +196,11 @@ class Llama(nnx.Module):
         k_slot = jnp.arange(valid_bs.shape[1])
         mask_bts = valid_bs[:, None, :] & (k_slot[None, None, :] <= q_slot[None, :, None])
         if allowed_btt is not None:
-            if cache is not None:
-                raise ValueError("allowed_btt applies to a pass without a cache")
-            mask_bts = mask_bts & allowed_btt.astype(jnp.bool_)
+            allowed = allowed_btt.astype(jnp.bool_)
+            if cache is not None:  # the cache's slots stay readable; the rule applies to the new T
+                allowed = jax.lax.dynamic_update_slice(jnp.ones((b, t, valid_bs.shape[1]), jnp.bool_),
+                                                       jnp.broadcast_to(allowed, (b, t, t)), (0, 0, index))
+            mask_bts = mask_bts & allowed
         if live_slots is not None:
             if cache is None or not t <= live_slots <= valid_bs.shape[1]:
                 raise ValueError(f"live_slots={live_slots} needs a cache and must lie in [T={t}, "

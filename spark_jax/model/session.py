@@ -6,10 +6,16 @@ A ``DecodeSession`` holds the cache of every row's state so far and only runs wh
 
 * ``extend`` appends each row's new tokens (one left-padded [B, T] block after the cache);
 * ``score`` gives the log-probs of N short continuations (the action headers, or the option
-  letters after ``The answer is (``) for every row: the N continuations run one after another
-  (``lax.scan``) in the same scratch slots after the state, on a copy of the cache's live slots;
-* ``generate`` samples after the state on such a copy, so the session's cache is unchanged and the
-  caller appends the text it keeps (re-rendered by the chat template) rather than the raw sample.
+  letters after ``The answer is (``) for the rows asked: all N in one pass, as a tree (their
+  common prefix once, then each one's rest, each reading the prefix and its own tokens only),
+  on a copy of those rows' live slots;
+* ``generate`` samples for the rows asked, after optional per-row prompt tokens (the chosen
+  header), on such a copy, so the session's cache is unchanged and the caller appends the text
+  it keeps (re-rendered by the chat template) rather than the raw sample.
+
+Rows not asked (finished episodes, or ones that write no input) cost nothing in ``score`` and
+``generate``: the rows asked are gathered into a smaller batch (a power of two, at least a quarter
+of the session's rows).
 
 Slots are [system prompt | block | block | ...]; each block is left-padded, padding slots are
 invalid and RoPE positions count real tokens only, so a row attends to exactly its own tokens
@@ -38,9 +44,12 @@ SLOT_STEP = 512
 # (a static size: one compiled shape per step), not the whole capacity.
 LIVE_STEP = 256
 # A block is padded to its longest row, and on a CPU a bigger batch does not make a prefill
-# cheaper: rows of a block longer than this are sorted by length and run in groups of this many,
-# each group in the same slots (left-aligned there; the slots after a short row stay invalid).
-GROUP_ROWS = 4
+# cheaper: rows of a block longer than ``SHORT_BLOCK`` are sorted by length and run in groups of
+# this many, each group in the same slots (left-aligned there; the slots after a short row stay
+# invalid), padded to a finer bucket (``LONG_STEPS`` per octave). Pairs waste less padding than
+# fours and cost fewer calls than single rows (benchmarks/score_mode_speed.py's prefill phase).
+GROUP_ROWS = 2
+LONG_STEPS = 4
 # Blocks no longer than this (an action header, the answer's lead) run as one [B, T] pass: the
 # groups' gathers and per-group calls would cost more than their padding saves. Short blocks are
 # bucketed from 8 tokens (headers are 6 or 7), longer ones from 16.
@@ -108,27 +117,66 @@ def _extend_rows(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, ne
     return cache, last, next_pos_b.at[rows_g].add(count)
 
 
-def _score(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, conts_nh, cmask_nh):
-    """Log-probs [B, N, H]; runs on a copy of the cache's first ``live`` slots, so the
-    session's cache is not written (nothing to roll back)."""
+def _rows(cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, live: int):
+    """Rows ``rows_g`` of the session (a copy of their first ``live`` slots, last hidden, next position)."""
+    sub = KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
+                  cache.valid_bs[rows_g], cache.index)
+    return _live(sub, live), last_hidden_b1d[rows_g], next_pos_b[rows_g]
+
+
+def _score(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_m, offset_m,
+           allowed_mm, source_m, take_nh, cmask_nh):
+    """Log-probs [G, N, H] of N continuations after rows ``rows_g``'s states, all in one [G, M] pass.
+
+    The block holds the continuations' common prefix once, then each one's remaining tokens
+    side by side (a tree): ``allowed_mm`` lets a token read the prefix and its own branch only,
+    ``offset_m`` is its position after the state. Token m is predicted from block position
+    ``source_m[m] - 1`` (0: the state's last hidden state); ``take_nh`` maps continuation tokens
+    to block positions. Runs on a copy of the rows' live slots: the session's cache is not written."""
     model = nnx.merge(graphdef, state)
-    b, h = next_pos_b.shape[0], conts_nh.shape[1]
-    cache = _live(cache, live)
-    index0 = cache.index
-    positions = next_pos_b[:, None] + jnp.arange(h, dtype=jnp.int32)[None, :]
+    cache, last_hidden_b1d, next_pos_b = _rows(cache, last_hidden_b1d, next_pos_b, rows_g, live)
+    g, m = rows_g.shape[0], ids_m.shape[0]
+    ids = jnp.broadcast_to(ids_m, (g, m))
+    hidden, _ = model.hidden_states(ids, next_pos_b[:, None] + offset_m[None, :], jnp.ones((g, m), jnp.bool_), cache,
+                                    allowed_btt=jnp.broadcast_to(allowed_mm, (g, m, m)))
+    before = jnp.concatenate([last_hidden_b1d.astype(hidden.dtype), hidden], axis=1)[:, source_m]
+    logits = model.project(before)
+    picked = jnp.take_along_axis(logits, ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    lp_gm = picked - jax.nn.logsumexp(logits, axis=-1)
+    return lp_gm[:, take_nh] * cmask_nh.astype(jnp.float32)[None]
 
-    def one(cache, xs):
-        ids_h, mask_h = xs
-        ids = jnp.broadcast_to(ids_h, (b, h))
-        hidden, cache = model.hidden_states(ids, positions, jnp.broadcast_to(mask_h, (b, h)),
-                                            cache._replace(index=index0))
-        before = jnp.concatenate([last_hidden_b1d.astype(hidden.dtype), hidden[:, :-1]], axis=1)
-        logits = model.project(before)
-        picked = jnp.take_along_axis(logits, ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
-        return cache, (picked - jax.nn.logsumexp(logits, axis=-1)) * mask_h.astype(jnp.float32)[None, :]
 
-    _, lp_nbh = jax.lax.scan(one, cache, (conts_nh, cmask_nh))
-    return jnp.transpose(lp_nbh, (1, 0, 2))
+def tree_block(continuations: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    """Host-side layout of N continuations as one tree block (see ``_score``): their longest
+    common prefix once, then each one's rest, padded to a length bucket of M tokens."""
+    conts = [list(map(int, c)) for c in continuations]
+    common = 0
+    while all(len(c) > common for c in conts) and len({c[common] for c in conts}) == 1:
+        common += 1
+    total = common + sum(len(c) - common for c in conts)
+    m = length_bucket(total, minimum=8)
+    ids, offset = np.zeros(m, np.int32), np.zeros(m, np.int32)
+    source = np.zeros(m, np.int32)
+    allowed = np.eye(m, dtype=bool)  # padding tokens read only themselves
+    h = bucket(max(map(len, conts)), minimum=8)
+    take, cmask = np.zeros((len(conts), h), np.int32), np.zeros((len(conts), h), np.int32)
+    ids[:common] = conts[0][:common]
+    offset[:common] = np.arange(common)
+    source[:common] = np.arange(common)  # token i is predicted from position i - 1 (0: the state)
+    allowed[:common, :common] = np.tril(np.ones((common, common), bool))
+    at = common
+    for n, c in enumerate(conts):
+        rest = len(c) - common
+        span = slice(at, at + rest)
+        ids[span] = c[common:]
+        offset[span] = np.arange(common, len(c))
+        source[span] = [common] + list(range(at + 1, at + rest)) if rest else []
+        allowed[span, :common] = True
+        allowed[span, span] = np.tril(np.ones((rest, rest), bool))
+        take[n, :len(c)] = list(range(common)) + list(range(at, at + rest))
+        cmask[n, :len(c)] = 1
+        at += rest
+    return {"ids": ids, "offset": offset, "allowed": allowed, "source": source, "take": take, "cmask": cmask}
 
 
 def _next_token(graphdef, state, last_hidden_b1d, ids_n):
@@ -137,11 +185,17 @@ def _next_token(graphdef, state, last_hidden_b1d, ids_n):
     return (logits[:, ids_n] - jax.nn.logsumexp(logits, axis=-1, keepdims=True))[:, :, None]
 
 
-def _generate(graphdef, nb: int, blocks: int, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b,
-              limit, temperature, rng, eos_ids):
-    """Sampled tokens [B, nb]; decodes on a copy of the cache's first ``live`` slots (each step
+def _generate(graphdef, nb: int, blocks: int, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g,
+              ids_gt, mask_gt, limit, temperature, rng, eos_ids):
+    """Sampled tokens [G, nb] for rows ``rows_g``, after first appending their left-padded [G, T]
+    ``ids_gt`` (T may be 0). Runs on a copy of those rows' first ``live`` slots (each decode step
     reads only those, and the session's cache is left as it was)."""
-    return gen.sample_loop(nnx.merge(graphdef, state), gen.Prefilled(last_hidden_b1d, _live(cache, live), next_pos_b),
+    model = nnx.merge(graphdef, state)
+    cache, last_hidden_b1d, next_pos_b = _rows(cache, last_hidden_b1d, next_pos_b, rows_g, live)
+    if ids_gt.shape[1]:
+        cache, last_hidden_b1d, next_pos_b = _extend(graphdef, live, state, cache, last_hidden_b1d, next_pos_b,
+                                                     ids_gt, mask_gt)
+    return gen.sample_loop(model, gen.Prefilled(last_hidden_b1d, cache, next_pos_b),
                            limit, temperature, rng, eos_ids, max_new_tokens=nb, weight_blocks=blocks)
 
 
@@ -229,7 +283,7 @@ class DecodeSession:
         if not todo:
             return
         longest = len(new_tokens[todo[-1]])
-        t = length_bucket(longest, minimum=8) if longest <= SHORT_BLOCK else length_bucket(longest)
+        t = length_bucket(longest, minimum=8) if longest <= SHORT_BLOCK else length_bucket(longest, steps=LONG_STEPS)
         self._ensure(t)
         if self.rows_b <= GROUP_ROWS or t <= SHORT_BLOCK:
             ids, mask = self._block([list(x) for x in new_tokens] + [[]] * (self.rows_b - self.rows), t, left=True)
@@ -247,7 +301,7 @@ class DecodeSession:
                 # slots of the block are written invalid. (A row of an earlier group would lose
                 # its new tokens; rows_b is a multiple of GROUP_ROWS, so there are enough.)
                 fill = [i for i in range(self.rows_b) if i not in done][:GROUP_ROWS - len(group)]
-                tg = length_bucket(max(map(len, toks)))
+                tg = length_bucket(max(map(len, toks)), steps=LONG_STEPS)
                 ids, mask = self._block(toks + [[]] * len(fill), tg, left=False)
                 live = self._live(tg)
                 fn = self._fn("extend", (self.rows_b, self.slots, GROUP_ROWS, tg, live),
@@ -290,38 +344,58 @@ class DecodeSession:
         for row, n in zip(self.tokens, lengths):
             del row[n:]
 
-    def score(self, continuations: Sequence[Sequence[int]]) -> np.ndarray:
-        """Per-token log-probs [rows, N, H] (0 on padding) of each continuation after each row's state."""
+    def _row_bucket(self, rows: Sequence[int] | None) -> tuple[list[int], np.ndarray]:
+        """The rows a pass runs (all when None) and their index array, padded to a bucket by
+        repeating the first (a few row counts per session: one compiled shape each)."""
+        rows = list(range(self.rows)) if rows is None else [int(r) for r in rows]
+        if not rows or any(not 0 <= r < self.rows for r in rows):
+            raise ValueError(f"rows must be a non-empty subset of 0..{self.rows - 1}, got {rows}")
+        g = min(self.rows_b, bucket(len(rows), minimum=max(1, self.rows_b // 4)))
+        return rows, np.asarray(rows + [rows[0]] * (g - len(rows)), np.int32)
+
+    def score(self, continuations: Sequence[Sequence[int]], rows: Sequence[int] | None = None) -> np.ndarray:
+        """Per-token log-probs [R, N, H] (0 on padding) of each continuation after the state of
+        each of ``rows`` (default: every row), in that order."""
         if not continuations or not all(continuations):
             raise ValueError("score needs non-empty continuations")
+        rows, rows_g = self._row_bucket(rows)
         if max(map(len, continuations)) == 1:  # e.g. option letters: no pass over the cache at all
             ids = np.asarray([c[0] for c in continuations], np.int32)
             self.pm._check_ids(ids)
             fn = self._fn("next_token", (self.rows_b, len(ids)), functools.partial(_next_token, self.pm.graphdef))
-            return np.asarray(jax.device_get(fn(self.pm.state, self._last, jnp.asarray(ids))))[:self.rows]
-        n, h = len(continuations), bucket(max(map(len, continuations)), minimum=8)
-        conts = np.zeros((n, h), np.int32)
-        cmask = np.zeros((n, h), np.int32)
-        for i, c in enumerate(continuations):
-            conts[i, :len(c)] = c
-            cmask[i, :len(c)] = 1
-        self.pm._check_ids(conts)
-        self._ensure(h)
-        live = self._live(h)
-        fn = self._fn("score", (self.rows_b, self.slots, n, h, live), functools.partial(_score, self.pm.graphdef, live))
-        lp = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(conts), jnp.asarray(cmask))
-        return np.asarray(jax.device_get(lp))[:self.rows]
+            return np.asarray(jax.device_get(fn(self.pm.state, self._last, jnp.asarray(ids))))[rows]
+        tree = tree_block(continuations)
+        self.pm._check_ids(tree["ids"])
+        m = tree["ids"].shape[0]
+        self._ensure(m)
+        live = self._live(m)
+        fn = self._fn("score", (self.rows_b, self.slots, len(rows_g), m) + tree["take"].shape + (live,),
+                      functools.partial(_score, self.pm.graphdef, live))
+        lp = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(rows_g),
+                *(jnp.asarray(tree[k]) for k in ("ids", "offset", "allowed", "source", "take", "cmask")))
+        return np.asarray(jax.device_get(lp))[:len(rows)]
 
-    def generate(self, max_new_tokens: int, *, temperature: float = 0.0, seed: int = 0,
+    def generate(self, max_new_tokens: int, *, rows: Sequence[int] | None = None,
+                 prompts: Sequence[Sequence[int]] | None = None, temperature: float = 0.0, seed: int = 0,
                  eos_token_ids: Sequence[int] = ()) -> list[list[int]]:
-        """New token ids per row (up to and including EOS); the cache is left as before."""
+        """New token ids for each of ``rows`` (default: every row), in that order, up to and
+        including EOS, each sampled after its state and then ``prompts[i]`` (e.g. an action
+        header; default none). The cache is left as before."""
+        rows, rows_g = self._row_bucket(rows)
+        prompts = [[]] * len(rows) if prompts is None else [list(p) for p in prompts]
+        if len(prompts) != len(rows):
+            raise ValueError(f"generate got {len(prompts)} prompts for {len(rows)} rows")
+        longest = max(map(len, prompts))
+        t = length_bucket(longest, minimum=8) if longest else 0
+        ids, mask = self._block(prompts + [prompts[0]] * (len(rows_g) - len(rows)), t, left=True)
         nb = bucket(max_new_tokens, minimum=16)
         eos = tuple(eos_token_ids) or (-2,)
-        self._ensure(nb)
+        self._ensure(t + nb)
         blocks = self.pm.decode_weight_blocks
-        live = self._live(nb)
-        fn = self._fn("generate", (self.rows_b, self.slots, nb, len(eos), blocks, live),
+        live = self._live(t + nb)
+        fn = self._fn("generate", (self.rows_b, self.slots, len(rows_g), t, nb, len(eos), blocks, live),
                       functools.partial(_generate, self.pm.graphdef, nb, blocks, live))
-        out = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(max_new_tokens, jnp.int32),
-                 jnp.asarray(temperature, jnp.float32), jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
-        return gen.trim_outputs(np.asarray(jax.device_get(out))[:self.rows], eos, max_new_tokens)
+        out = fn(self.pm.state, self._cache, self._last, self._pos, jnp.asarray(rows_g), jnp.asarray(ids),
+                 jnp.asarray(mask), jnp.asarray(max_new_tokens, jnp.int32), jnp.asarray(temperature, jnp.float32),
+                 jax.random.PRNGKey(seed), jnp.asarray(eos, jnp.int32))
+        return gen.trim_outputs(np.asarray(jax.device_get(out))[:len(rows)], eos, max_new_tokens)

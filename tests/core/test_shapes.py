@@ -23,3 +23,13 @@ def test_length_bucket_ladder_and_padding_bound():
         assert size % 8 == 0
     with pytest.raises(ValueError, match=">= 0"):
         length_bucket(-1)
+
+
+def test_length_bucket_with_four_steps_per_octave():
+    from spark_jax.core.shapes import length_bucket
+
+    assert [length_bucket(n, steps=4) for n in (1, 16, 17, 21, 25, 29, 33, 236, 260, 436)] == \
+        [16, 16, 20, 24, 28, 32, 40, 256, 320, 448]
+    assert [length_bucket(n) for n in (17, 25, 33, 100)] == [24, 32, 48, 128]  # the default: 2 steps
+    with pytest.raises(ValueError, match="steps"):
+        length_bucket(5, steps=0)
