@@ -22,6 +22,12 @@ import time
 from typing import Any
 
 DEMO_QUESTIONS = "demo_questions.jsonl"
+# arm -> (algo for the experiment's train_config grammar, warm-started from SFT, the system's name)
+DEMO_ARMS = {
+    "ppo": ("ppo", False, "SPaRK (PPO)"),
+    "ppo@sft": ("ppo", True, "SPaRK (PPO from SFT)"),
+    "cand@sft": ("cand", True, "Candidates (from SFT)"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +52,9 @@ class DemoConfig:
     # score: the ten action headers are ranked by log-probability (no format errors), which shows
     # the action distribution a few training steps produce; generate needs longer training for it.
     eval_mode: str = "score"
+    # The third system, beside base and SFT (DEMO_ARMS): PPO from the base model, or an arm
+    # warm-started from the demo's SFT run (PPO's token objective, or the candidate objective).
+    arm: str = "ppo"
     seed: int = 0
     reference_preds: str | None = None
 
@@ -58,6 +67,8 @@ class DemoConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.arm not in DEMO_ARMS:
+            raise ValueError(f"arm must be one of {sorted(DEMO_ARMS)}, got {self.arm!r}")
         if self.eval_mode not in ("generate", "score"):
             raise ValueError(f"eval_mode must be 'generate' or 'score', got {self.eval_mode!r}")
 
@@ -131,13 +142,17 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     timings["stage1_s"] = time.perf_counter() - t
 
     runs = {}
-    for algo, name in (("sft", "SFT"), ("ppo", "SPaRK (PPO)")):
+    algo, warm, arm_system = DEMO_ARMS[cfg.arm]
+    arms = [("sft", "SFT", "train_sft", None),
+            (algo, arm_system, f"train_{algo}" + ("_from_sft" if warm else ""), out / "train_sft" if warm else None)]
+    for algo_i, name, folder, init_from in arms:
         _stage(f"Stage 2: {name}, {cfg.train_steps} steps, LoRA rank {cfg.lora_rank}")
         t = time.perf_counter()
-        runs[name] = pipeline.train_arm(train_config(cfg, algo, stage1), out / f"train_{algo}")
-        timings[f"train_{algo}_s"] = time.perf_counter() - t
+        runs[name] = pipeline.train_arm(train_config(cfg, algo_i, stage1, init_from), out / folder)
+        timings[f"{folder}_s"] = time.perf_counter() - t
 
-    _stage(f"Evaluation: base, SFT and SPaRK on the held-out questions ({cfg.eval_mode}, {cfg.eval_steps} steps)")
+    _stage(f"Evaluation: base, SFT and {arm_system} on the held-out questions ({cfg.eval_mode}, "
+           f"{cfg.eval_steps} steps)")
     t = time.perf_counter()
     manifest = pipeline.read_manifest(stage1)
     heldout = pipeline.split_questions(manifest, questions, "heldout", source=str(source))
@@ -149,7 +164,7 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     timings["eval_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report_dir = out / "report"
-    summary = write_report(report_dir, rows, title="spark-jax demo: base vs SFT vs SPaRK", meta={
+    summary = write_report(report_dir, rows, title=f"spark-jax demo: base vs SFT vs {arm_system}", meta={
         "model": cfg.model, "questions": f"{source.name}: {len(manifest['questions']['train'])} train, "
                                          f"{len(heldout)} held-out",
         "config": json.dumps(dataclasses.asdict(cfg)),
@@ -159,13 +174,17 @@ def run_demo(cfg: DemoConfig, out: pathlib.Path) -> dict[str, Any]:
     return summary
 
 
-def train_config(cfg: DemoConfig, algo: str, stage1: pathlib.Path):
-    """SFT's or PPO's TrainConfig on the Stage 1 run ``stage1``."""
+def train_config(cfg: DemoConfig, algo: str, stage1: pathlib.Path, init_from: pathlib.Path | None = None):
+    """SFT's, PPO's or the candidate objective's (``cand``: PPO plus cross-entropy over the ten
+    judged headers) TrainConfig on the Stage 1 run ``stage1``, warm-started from ``init_from``."""
+    from spark_jax.apps import pipeline
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
+    base = TrainConfig()
     return dataclasses.replace(
-        TrainConfig(), algo=algo, data=str(stage1), model=cfg.model, steps=cfg.train_steps,
+        base, **pipeline.objective(base, algo), init_from=str(init_from or ""), data=str(stage1), model=cfg.model,
+        steps=cfg.train_steps,
         batch_size=cfg.batch_size, grad_accum=1, seed=cfg.seed,
         # A packed demo trajectory (system prompt, question, one action, the answer) is 475-655
         # tokens on the shipped questions and its two actions (headers, at most 48 + 64 written

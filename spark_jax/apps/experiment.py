@@ -158,18 +158,16 @@ def train_config(cfg: ExperimentConfig, algo: str, data: pathlib.Path, init_from
     """The arms' shared TrainConfig: same steps, seed (``cfg.seed`` unless given), learning rate,
     adapters and updates per batch; the seed sets the LoRA initialisation and the data order.
     ``cand`` adds the candidate objective to PPO, ``init_from`` warm-starts."""
+    from spark_jax.apps import pipeline
     from spark_jax.rl.adapters import LoraConfig
     from spark_jax.rl.config import CheckpointConfig, OptimConfig, TrainConfig
 
-    base = TrainConfig()
     # every arm logs the header diagnostics (per-state and pooled header entropy, header KL)
-    extra = {"candidates": dataclasses.replace(base.candidates, metrics=True)}
-    if algo == "cand":
-        algo = "ppo"
-        extra["candidates"] = dataclasses.replace(extra["candidates"], loss="xent", token_header=False)
+    base = TrainConfig()
+    base = dataclasses.replace(base, candidates=dataclasses.replace(base.candidates, metrics=True))
     return dataclasses.replace(
-        base, **extra, init_from=str(init_from or ""), updates_per_batch=cfg.updates_per_batch, remat=cfg.remat,
-        algo=algo,
+        base, **pipeline.objective(base, algo), init_from=str(init_from or ""),
+        updates_per_batch=cfg.updates_per_batch, remat=cfg.remat,
         data=str(data), model=cfg.model, steps=cfg.train_steps, batch_size=cfg.batch_size,
         # A packed trajectory holds every step's actions: with the default token caps, one action
         # bucket and two sequence buckets mean at most two compilations per arm.

@@ -57,6 +57,16 @@ def run_stage1(env: LocalEnv, gen_cfg: GenerateConfig, out_dir: pathlib.Path,
     return summary
 
 
+def objective(base: TrainConfig, algo: str) -> dict[str, Any]:
+    """TrainConfig fields for an arm's objective: ``sft``, ``ppo``, or ``cand`` (PPO's token loss on
+    the selected action's input plus cross-entropy over the ten judged headers; docs/training.md)."""
+    if algo == "cand":
+        return {"algo": "ppo", "candidates": dataclasses.replace(base.candidates, loss="xent", token_header=False)}
+    if algo not in ("sft", "ppo"):
+        raise ValueError(f"unknown objective {algo!r}: expected sft, ppo or cand")
+    return {"algo": algo}
+
+
 def train_arm(train_cfg: TrainConfig, run_dir: pathlib.Path) -> pathlib.Path:
     """Trains (or resumes) one arm into ``run_dir``, fitted to the device's memory first."""
     from spark_jax.plan.fit import fit_to_memory  # deferred: see the module comment

@@ -16,16 +16,19 @@ def test_demo_pipeline_on_tiny_model(tmp_path):
 
     tiny_model_dir = build_tiny_chat_model(tmp_path / "model")  # digits are single tokens: the local judge reads them
     data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 4, "law": 4, "physics": 4}))
+    # the third arm warm-started from the demo's SFT run, with the candidate objective
     cfg = DemoConfig(model=str(tiny_model_dir), data=str(data), train_questions=6, heldout_per_category=1,
-                     rollout_steps=2, train_steps=2, batch_size=2, lora_rank=2, eval_steps=1)
+                     rollout_steps=2, train_steps=2, batch_size=2, lora_rank=2, eval_steps=1, arm="cand@sft")
     summary = run_demo(cfg, tmp_path / "demo")
-    assert list(summary) == ["base", "SFT", "SPaRK (PPO)"]
+    assert list(summary) == ["base", "SFT", "Candidates (from SFT)"]
     assert all(s["questions"] == 3 for s in summary.values())
     out = tmp_path / "demo"
     assert len([l for f in (out / "stage1" / "shards").glob("shard-*.jsonl") for l in f.read_text().splitlines()]) == 12
-    for algo in ("sft", "ppo"):
-        rows = [json.loads(l) for l in (out / f"train_{algo}" / "metrics.jsonl").read_text().splitlines()]
+    for folder in ("train_sft", "train_cand_from_sft"):
+        rows = [json.loads(l) for l in (out / folder / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2]
+    assert "cand_loss" in rows[0]  # the candidate objective ran
+    assert (out / "train_sft").resolve().as_posix() in (out / "train_cand_from_sft" / "config.yaml").read_text()
     report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["systems"]) == set(summary)
     assert (out / "report" / "accuracy_by_category.png").is_file()
@@ -43,3 +46,17 @@ def test_shipped_demo_questions_cover_every_category():
 def test_demo_config_validation():
     with pytest.raises(ValueError, match="train_steps"):
         DemoConfig(train_steps=0)
+    with pytest.raises(ValueError, match="arm must be one of"):
+        DemoConfig(arm="dpo")
+
+
+@pytest.mark.parametrize("arm, algo, init, xent", [("ppo", "ppo", False, False), ("ppo@sft", "ppo", True, False),
+                                                    ("cand@sft", "ppo", True, True)])
+def test_demo_arm_train_configs(tmp_path, arm, algo, init, xent):
+    from spark_jax.apps.demo import DEMO_ARMS, train_config
+
+    objective, warm, _ = DEMO_ARMS[arm]
+    assert warm == init
+    cfg = train_config(DemoConfig(arm=arm), objective, tmp_path / "stage1", tmp_path / "sft" if warm else None)
+    assert cfg.algo == algo and bool(cfg.init_from) == init
+    assert (cfg.candidates.loss == "xent") == xent
