@@ -213,6 +213,11 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
         per_seed[seed] = (labels, reports)
     table = seeds_table(cfg, per_seed, len(heldout_ids))
     (out / "experiment.md").write_text(table)
+    from spark_jax.eval.paired import plot_seeds
+
+    for mode in cfg.eval_modes:
+        plot_seeds(out / f"seeds_{mode}.png", {seed: reports[mode] for seed, (_, reports) in per_seed.items()},
+                   f"{mode} mode over {len(per_seed)} seeds")
     (out / "seeds.json").write_text(json.dumps(seeds_summary(cfg, per_seed), indent=2, allow_nan=False))
     return table
 
@@ -428,7 +433,8 @@ def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n
     for mode in cfg.eval_modes:
         systems = {seed: reports[mode] for seed, (_, reports) in per_seed.items()}
         names = list(next(iter(systems.values())))
-        lines += [f"## {mode} mode: mean over seeds", "", means_table(seed_means(systems)), "",
+        lines += [f"## {mode} mode: mean over seeds", "", f"![{mode} mode over seeds](seeds_{mode}.png)", "",
+                  means_table(seed_means(systems)), "",
                   f"## {mode} mode: paired differences", "",
                   paired_table(paired_differences(systems, claim_pairs(names))), ""]
     lines += ["## Every seed", ""]

@@ -19,7 +19,8 @@ PAIRED_METRICS = (
     ("per-state header entropy (bits)", "header_entropy_bits"),
     ("accuracy (%, official)", "accuracy"),
 )
-MEAN_METRICS = PAIRED_METRICS + (("answered (%)", "answered_rate"),)
+MEAN_METRICS = PAIRED_METRICS + (("answered (%)", "answered_rate"), ("format errors (%)", "format_error_rate"),
+                                  ("tool calls per question", "tool_calls_per_question"))
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
@@ -123,3 +124,40 @@ def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
         per = ", ".join(f"{s}: {_fmt(d, pct)}" for s, d in zip(r["seeds"], r["differences"])) or "-"
         lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} |")
     return "\n".join(lines)
+
+
+def plot_seeds(path, per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]], title: str,
+               metrics=MEAN_METRICS) -> None:
+    """One panel per figure: each system's value per seed (dots) and its mean over seeds with the
+    95% t interval (bar and whiskers), written as a PNG to ``path``."""
+    import matplotlib  # deferred: slow to import and only the plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = seed_means(per_seed, metrics)
+    names = list(means)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 4.6), squeeze=False)
+    for ax, (label, key) in zip(axes[0], metrics):
+        scale = 100.0 if "%" in label else 1.0
+        for i, name in enumerate(names):
+            m = means[name][key]
+            if m["mean"] is None:
+                continue
+            ax.bar(i, scale * m["mean"], 0.6, color="tab:blue" if name != "base" else "tab:gray", alpha=0.35)
+            if m["ci95"] is not None:
+                lo, hi = (scale * v for v in m["ci95"])
+                ax.errorbar(i, scale * m["mean"], yerr=[[scale * m["mean"] - lo], [hi - scale * m["mean"]]],
+                            color="black", capsize=4)
+            vals = [scale * float(s[name][key]) for s in per_seed.values()
+                    if name in s and s[name].get(key) is not None]
+            ax.scatter(np.full(len(vals), i) + np.linspace(-0.12, 0.12, len(vals)), vals, s=14, color="tab:blue",
+                       zorder=3)
+        ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title}: per seed (dots), mean over seeds with 95% t interval", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -127,6 +127,7 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
     # every answer is read in the default answer mode
     assert all(per_seed[s][n]["answered_rate"] == 1.0 for s in per_seed for n in per_seed[s])
     assert (out / "experiment.md").read_text() == table and "### seed 4" in table
+    assert (out / "seeds_score.png").stat().st_size > 1000 and "](seeds_score.png)" in table
     # a rerun resumes every seed and arm: no row file is rewritten
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/eval_score/*.jsonl")}
     assert len(stamps) == 8

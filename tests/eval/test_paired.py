@@ -69,3 +69,15 @@ def test_claim_pairs_for_warm_started_arms():
     assert ("PPO-greedy-from-SFT", "SFT-greedy-from-SFT") not in pairs
     assert all(a != b for a, b in pairs)
     assert pairs[-6:] == [(s, "base") for s in systems[1:]]
+
+
+def test_plot_seeds_writes_one_panel_per_figure(tmp_path):
+    from spark_jax.eval.paired import MEAN_METRICS, plot_seeds
+
+    per_seed = {s: {"base": {"accuracy": 0.1, "tool_entropy_bits": None, "answered_rate": 1.0},
+                    "SFT-rarity": {"accuracy": 0.1 + s / 100, "tool_entropy_bits": 1.0 + s / 10,
+                                   "header_entropy_bits": 0.5, "answered_rate": 1.0, "format_error_rate": 0.0,
+                                   "tool_calls_per_question": 1.5}} for s in (0, 1, 2)}
+    plot_seeds(tmp_path / "seeds.png", per_seed, "test")
+    assert (tmp_path / "seeds.png").stat().st_size > 1000
+    assert ("format errors (%)", "format_error_rate") in MEAN_METRICS
