@@ -32,8 +32,8 @@ Two ways to choose the action:
 
 All questions advance in lockstep. In score mode a chunk of ``batch_size`` questions shares one
 ``DecodeSession``: each step appends only what is new in every state (one batched prefill after
-the cached system prompt), scores the ten headers of every row in one pass, and decodes the inputs
-from the same cache. Generate mode runs one batched ``generate`` per step. In both, one step's
+the cached system prompt), scores the ten headers of the active rows in one pass (a tree: the
+headers' common prefix once), and decodes the inputs of the rows that write one from the same cache. Generate mode runs one batched ``generate`` per step. In both, one step's
 tool calls run concurrently (at most ``tool_workers`` at a time).
 """
 
