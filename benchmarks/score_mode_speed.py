@@ -1,4 +1,4 @@
-"""Score-mode evaluation speed: this checkout against an older commit, timed alternately.
+"""Evaluation speed (score mode, or generate with ``--mode``): this checkout against an older commit, timed alternately.
 
 Each side is a worker process that imports ``spark_jax`` from its own checkout (``--base`` is
 e.g. a ``git worktree add /tmp/base 9b98d75``), loads the model and evaluates chunks of held-out
@@ -26,7 +26,7 @@ import time
 HERE = pathlib.Path(__file__).resolve()
 
 
-def _worker(root: str, data: str, answer_mode: str | None) -> None:
+def _worker(root: str, data: str, answer_mode: str | None, mode: str = "score") -> None:
     sys.path.insert(0, root)
     from spark_jax.cli.eval import select_questions
     from spark_jax.eval import agent as agent_mod
@@ -35,7 +35,7 @@ def _worker(root: str, data: str, answer_mode: str | None) -> None:
     heldout, _ = select_questions(data, "heldout", per_category=10, seed=0)
     by_id = {q["question_id"]: q for q in heldout}
     model = load_pretrained("embedded")
-    kw = dict(max_steps=2, mode="score", max_action_tokens=64, max_answer_tokens=96, observation_chars=600)
+    kw = dict(max_steps=2, mode=mode, max_action_tokens=64, max_answer_tokens=96, observation_chars=600)
     if answer_mode is not None:
         kw["answer_mode"] = answer_mode
     config = agent_mod.AgentConfig(**kw)
@@ -76,8 +76,8 @@ def _worker(root: str, data: str, answer_mode: str | None) -> None:
 
 
 class _Side:
-    def __init__(self, root: str, data: str, answer_mode: str | None):
-        cmd = [sys.executable, str(HERE), "--worker", "--root", root, "--data", data]
+    def __init__(self, root: str, data: str, answer_mode: str | None, mode: str = "score"):
+        cmd = [sys.executable, str(HERE), "--worker", "--root", root, "--data", data, "--mode", mode]
         if answer_mode is not None:
             cmd += ["--answer-mode", answer_mode]
         env = dict(os.environ, PYTHONPATH=root)
@@ -126,11 +126,12 @@ def main() -> None:
     ap.add_argument("--answer-mode", default=None, help="ours: letter (default) or text")
     ap.add_argument("--json", help="also write the result here")
     ap.add_argument("--md", help="also write the Markdown table here")
+    ap.add_argument("--mode", default="score", choices=("score", "generate"), help="the agent mode, both sides")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        _worker(args.root, args.data, args.answer_mode)
+        _worker(args.root, args.data, args.answer_mode, args.mode)
         return
     if not args.base:
         ap.error("--base is required")
@@ -140,8 +141,8 @@ def main() -> None:
     heldout, _ = select_questions(args.data, "heldout", per_category=10, seed=0)
     step = max(1, len(heldout) // args.questions)
     timed = [q["question_id"] for q in heldout[::step]][:args.questions]
-    base = _Side(str(pathlib.Path(args.base).resolve()), args.data, None)
-    ours = _Side(str(HERE.parents[1]), args.data, args.answer_mode)
+    base = _Side(str(pathlib.Path(args.base).resolve()), args.data, None, args.mode)
+    ours = _Side(str(HERE.parents[1]), args.data, args.answer_mode, args.mode)
     for start in range(0, len(timed), args.chunk):  # an untimed pass first: every shape compiled
         base.run(timed[start:start + args.chunk]), ours.run(timed[start:start + args.chunk])
     times = {"base": [], "ours": []}
@@ -163,7 +164,7 @@ def main() -> None:
             compared += 1
     n = len(timed)
     result = {
-        "benchmark": "score_mode_eval_per_question", "questions": n, "chunk": args.chunk,
+        "benchmark": f"{args.mode}_mode_eval_per_question", "mode": args.mode, "questions": n, "chunk": args.chunk,
         "answer_mode_ours": args.answer_mode or "default",
         "base_s_per_question": round(sum(times["base"]) / n, 3), "ours_s_per_question": round(sum(times["ours"]) / n, 3),
         "speedup": round(sum(times["base"]) / sum(times["ours"]), 2),
@@ -172,6 +173,7 @@ def main() -> None:
                             "host (rest)": round(sum(times[name]) - sum(phases[name].values()), 2)}
                      for name in ("base", "ours")},
         "header_steps_compared": compared, "max_abs_header_logprob_diff": worst,
+        "same_transcripts": sum(rows["ours"][q]["transcript"] == rows["base"][q]["transcript"] for q in timed),
         "answered_base": sum(r["pred"] is not None for r in rows["base"].values()),
         "answered_ours": sum(r["pred"] is not None for r in rows["ours"].values()),
         "packages": {"base": base.info["package"], "ours": ours.info["package"]},
@@ -195,8 +197,11 @@ def markdown(result: dict) -> str:
     lines += ["", f"{n} questions, chunks of {result['chunk']}, timed alternately after an untimed pass; "
               f"speedup **{result['speedup']}x** (per chunk: {result['chunk_speedups']}); answered: base "
               f"{result['answered_base']}/{n}, ours {result['answered_ours']}/{n} (answer mode: "
-              f"{result['answer_mode_ours']}); header log-probs on {result['header_steps_compared']} steps with "
-              f"identical states differ by at most {result['max_abs_header_logprob_diff']:.1e}.", ""]
+              f"{result['answer_mode_ours']}); " + (
+                  f"header log-probs on {result['header_steps_compared']} steps with identical states differ by at "
+                  f"most {result['max_abs_header_logprob_diff']:.1e}." if result.get("mode", "score") == "score" else
+                  f"{result['mode']} mode; identical transcripts on both sides: {result['same_transcripts']}/{n}."),
+              ""]
     return "\n".join(lines)
 
 

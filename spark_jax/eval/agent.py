@@ -30,11 +30,13 @@ Two ways to choose the action:
   continuations against its cache; the ten log-probs are kept per step in ``header_logprobs``),
   and the policy then writes only the input. Never a format error in the header.
 
-All questions advance in lockstep. In score mode a chunk of ``batch_size`` questions shares one
-``DecodeSession``: each step appends only what is new in every state (one batched prefill after
-the cached system prompt), scores the ten headers of the active rows in one pass (a tree: the
-headers' common prefix once), and decodes the inputs of the rows that write one from the same cache. Generate mode runs one batched ``generate`` per step. In both, one step's
-tool calls run concurrently (at most ``tool_workers`` at a time).
+The questions of a chunk of ``batch_size`` advance in lockstep and share one ``DecodeSession``:
+each step appends only what is new in every state (one batched prefill after the cached system
+prompt). Score mode then scores the ten headers of the active rows in one pass (a tree: the
+headers' common prefix once) and decodes the inputs of the rows that write one from the same
+cache; generate mode decodes the active rows' whole actions from it. Letters are read from it
+too. (A model on a mesh runs one question at a time without a session.) In both modes, one
+step's tool calls run concurrently (at most ``tool_workers`` at a time).
 """
 
 from __future__ import annotations
@@ -196,14 +198,15 @@ class PolicyAgent:
     def run(self, questions: Sequence[Mapping[str, Any]], progress: Any = None) -> list[dict[str, Any]]:
         """One prediction row per question (see ``spark_jax.eval.metrics``), transcript included."""
         episodes = [_Episode(q, prompts.initial_messages(q)) for q in questions]
-        # Score mode keeps one cache per chunk of questions; generate mode batches all of them.
+        # one cache per chunk of questions; on a mesh (no session) all questions advance together
         chunk = self.config.batch_size if self._uses_session() else max(1, len(episodes))
         for start in range(0, len(episodes), chunk):
             self._run_chunk(episodes[start:start + chunk], progress)
         return [self._row(ep) for ep in episodes]
 
     def _uses_session(self) -> bool:
-        return self.config.mode == "score" and getattr(self.model, "mesh", True) is None
+        """Both modes keep a ``DecodeSession`` per chunk; a model on a mesh runs one question at a time."""
+        return getattr(self.model, "mesh", True) is None
 
     def _run_chunk(self, episodes: list[_Episode], progress: Any) -> None:
         allowed = action_names()
@@ -288,10 +291,7 @@ class PolicyAgent:
             with self._timed("final answer"):
                 sums = [[sum(x) for x in self.model.score_continuations(self._prompt_ids(e.messages) + head, letters)]
                         for e in eps]
-        else:
-            own = self._uses_session()
-            if not own:  # generate mode: a session just for these answers
-                saved, self._session, self._chunk = (self._session, self._chunk), None, list(eps)
+        else:  # from the chunk's session (both modes)
             rows = self._sync_session(eps)
             with self._timed("final answer"):
                 mark = self._session.mark()
@@ -300,8 +300,6 @@ class PolicyAgent:
                 lp = self._session.score(letters, rows=rows).sum(axis=-1)  # [eps, 10]
                 self._session.rewind(mark)
             sums = list(lp)
-            if not own:
-                self._session, self._chunk = saved
         return [prompts.LETTERS[int(np.argmax(np.asarray(x)[:len(e.question["options"])]))]
                 for e, x in zip(eps, sums)]
 
@@ -319,13 +317,21 @@ class PolicyAgent:
 
     def _choose(self, active: Sequence[_Episode]) -> list[str]:
         """The action message each active episode writes this step."""
-        if self.config.mode == "generate":
+        if self.config.mode == "generate" and not self._uses_session():
             prompt_ids = [self._prompt_ids(e.messages) for e in active]
             with self._timed("input decode"):
                 return self._decode(prompt_ids, self.config.max_action_tokens)
         if not self._uses_session():
             return self._choose_unbatched(active)
         rows = self._sync_session(active)
+        if self.config.mode == "generate":  # the whole action, written after each active row's state
+            with self._timed("input decode"):
+                outs = self._session.generate(self.config.max_action_tokens, rows=rows,
+                                              temperature=self.config.temperature, seed=self._seed,
+                                              eos_token_ids=self.eos)
+                self._seed += 1
+            tok = self.model.tokenizer
+            return [tok.decode([t for t in o if t not in self.eos], skip_special_tokens=True) for o in outs]
         names = action_names()
         with self._timed("header scoring"):  # [active, 10]
             lp = self._session.score([self._header_ids(n) for n in names], rows=rows).sum(axis=-1)

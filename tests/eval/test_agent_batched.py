@@ -80,3 +80,27 @@ def test_text_mode_keeps_the_free_answer(tiny):
                                           answer_mode="text"), tool_runner=_runner)
     rows = agent.run(QUESTIONS)
     assert all(r["answer_mode"] == "text" and not r["answer_scored"] for r in rows)
+
+
+def test_generate_mode_on_the_session_equals_one_generate_per_step(tiny, monkeypatch):
+    # The session path (each step appends only what is new, decodes the active rows) writes the
+    # same greedy actions as one full-prompt generate per step, the path a model on a mesh takes.
+    cfg = AgentConfig(mode="generate", max_steps=2, max_action_tokens=8, batch_size=2)
+    got = PolicyAgent(tiny, cfg, tool_runner=_runner).run(QUESTIONS)
+    reference = PolicyAgent(tiny, cfg, tool_runner=_runner)
+    reference_decodes = []
+    original = reference._decode
+
+    def counted(prompt_ids, max_new):
+        reference_decodes.append(len(prompt_ids))
+        return original(prompt_ids, max_new)
+
+    monkeypatch.setattr(reference, "_decode", counted)
+    # the one-question-at-a-time reference: no session for the actions (letters still read alike)
+    monkeypatch.setattr(reference, "_choose", lambda active: reference._decode(
+        [reference._prompt_ids(e.messages) for e in active], cfg.max_action_tokens))
+    want = reference.run(QUESTIONS)
+    assert reference_decodes, "the reference decoded full prompts"
+    for a, b in zip(got, want):
+        assert a["transcript"] == b["transcript"] and a["pred"] == b["pred"]
+        assert a["format_errors"] == b["format_errors"]
