@@ -139,15 +139,18 @@ class PolicyAgent:
 
     # ---- decoding helpers -----------------------------------------------------------------
 
+    def _text(self, ids: Sequence[int]) -> str:
+        """Decoded text of sampled ids, end-of-turn tokens dropped."""
+        return self.model.tokenizer.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
+
     def _decode(self, prompt_ids: Sequence[Sequence[int]], max_new: int) -> list[str]:
         outs: list[str] = []
-        tok = self.model.tokenizer
         bs = self.config.batch_size
         for i in range(0, len(prompt_ids), bs):
             chunk = self.model.generate(list(prompt_ids[i:i + bs]), max_new, temperature=self.config.temperature,
                                         seed=self._seed, eos_token_ids=self.eos)
             self._seed += 1
-            outs += [tok.decode([t for t in o if t not in self.eos], skip_special_tokens=True) for o in chunk]
+            outs += [self._text(o) for o in chunk]
         return outs
 
     def _prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -330,8 +333,7 @@ class PolicyAgent:
                                               temperature=self.config.temperature, seed=self._seed,
                                               eos_token_ids=self.eos)
                 self._seed += 1
-            tok = self.model.tokenizer
-            return [tok.decode([t for t in o if t not in self.eos], skip_special_tokens=True) for o in outs]
+            return [self._text(o) for o in outs]
         names = action_names()
         with self._timed("header scoring"):  # [active, 10]
             lp = self._session.score([self._header_ids(n) for n in names], rows=rows).sum(axis=-1)
@@ -350,9 +352,8 @@ class PolicyAgent:
                                                 temperature=self.config.temperature, seed=self._seed,
                                                 eos_token_ids=self.eos)
                 self._seed += 1
-            tok = self.model.tokenizer
             for k, body_ids in zip(write, bodies):
-                body = tok.decode([t for t in body_ids if t not in self.eos], skip_special_tokens=True)
+                body = self._text(body_ids)
                 texts[k] = f"Action: {chosen[k]}\nInput: {body.lstrip(' ')}"
         return texts
 

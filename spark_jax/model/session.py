@@ -76,6 +76,13 @@ def _live(cache: KVCache, live: int) -> KVCache:
                    cache.valid_bs[:, :live], cache.index)
 
 
+def _rows(cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, live: int):
+    """Rows ``rows_g`` of the session (a copy of their first ``live`` slots, last hidden, next position)."""
+    sub = KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
+                  cache.valid_bs[rows_g], cache.index)
+    return _live(sub, live), last_hidden_b1d[rows_g], next_pos_b[rows_g]
+
+
 def _extend(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, ids_bt, mask_bt):
     model = nnx.merge(graphdef, state)
     positions = next_pos_b[:, None] + jnp.cumsum(mask_bt, axis=1, dtype=jnp.int32) - 1
@@ -95,9 +102,8 @@ def _extend_rows(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, ne
     whole cache rows copied the cache once per group, however few its tokens)."""
     model = nnx.merge(graphdef, state)
     index, t, g = cache.index, ids_gt.shape[1], rows_g.shape[0]
-    sub = _live(KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
-                        cache.valid_bs[rows_g], index), live)
-    positions = next_pos_b[rows_g][:, None] + jnp.cumsum(mask_gt, axis=1, dtype=jnp.int32) - 1
+    sub, _, pos_g = _rows(cache, last_hidden_b1d, next_pos_b, rows_g, live)
+    positions = pos_g[:, None] + jnp.cumsum(mask_gt, axis=1, dtype=jnp.int32) - 1
     hidden, sub = model.hidden_states(ids_gt, positions, mask_gt, sub)
 
     def put(full, part, axis):
@@ -115,13 +121,6 @@ def _extend_rows(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, ne
     old = last_hidden_b1d[rows_g]
     last = last_hidden_b1d.at[rows_g].set(jnp.where((count > 0)[:, None, None], at_last.astype(old.dtype), old))
     return cache, last, next_pos_b.at[rows_g].add(count)
-
-
-def _rows(cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, live: int):
-    """Rows ``rows_g`` of the session (a copy of their first ``live`` slots, last hidden, next position)."""
-    sub = KVCache(tuple(k[rows_g] for k in cache.keys), tuple(v[rows_g] for v in cache.values),
-                  cache.valid_bs[rows_g], cache.index)
-    return _live(sub, live), last_hidden_b1d[rows_g], next_pos_b[rows_g]
 
 
 def _score(graphdef, live: int, state, cache: KVCache, last_hidden_b1d, next_pos_b, rows_g, ids_m, offset_m,
@@ -225,6 +224,7 @@ class DecodeSession:
         self.index = len(self.prefix)  # host copy of the cache's write index
         self.slots = 0
         self._cache = self._last = self._pos = None
+        self._trees: dict[tuple, dict[str, np.ndarray]] = {}  # continuations -> tree_block layout
 
     # ---- compiled pieces, one per shape bucket ------------------------------------------
 
@@ -364,8 +364,11 @@ class DecodeSession:
             self.pm._check_ids(ids)
             fn = self._fn("next_token", (self.rows_b, len(ids)), functools.partial(_next_token, self.pm.graphdef))
             return np.asarray(jax.device_get(fn(self.pm.state, self._last, jnp.asarray(ids))))[rows]
-        tree = tree_block(continuations)
-        self.pm._check_ids(tree["ids"])
+        key = tuple(tuple(map(int, c)) for c in continuations)
+        if key not in self._trees:  # the same headers every step: laid out and checked once
+            self._trees[key] = tree_block(continuations)
+            self.pm._check_ids(self._trees[key]["ids"])
+        tree = self._trees[key]
         m = tree["ids"].shape[0]
         self._ensure(m)
         live = self._live(m)
