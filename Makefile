@@ -27,10 +27,10 @@ demo: setup
 test: setup
 	# The layers contract (.importlinter): every package imports only the layers below it.
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -n 2 -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/model_throughput.py

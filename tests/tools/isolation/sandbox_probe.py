@@ -47,7 +47,7 @@ def deny_unshare(but_user_namespaces: bool = False) -> None:
 
 def attacks_phase(report: dict) -> None:
     from spark_jax.tools import ToolsConfig, configure, run_tool
-    from spark_jax.tools.isolation.sandbox_cleanup import sysv_ipc_objects
+    from spark_jax.tools.isolation.sandbox_cleanup import WORKDIR_PREFIX, sysv_ipc_objects
     from tests.tools.isolation import attacks
     from tests.tools.isolation.worker_tools import RunawayTool
 
@@ -62,7 +62,9 @@ def attacks_phase(report: dict) -> None:
     report["attacks_that_worked"] = found
     report["leaked"] = leaked
     report["new_ipc_objects"] = sorted(sysv_ipc_objects() - ipc)
-    report["new_files"] = sorted(p for p in attacks.snapshot() - files if "pwned" in p or "spark-sbx" in p)
+    # Only this host's working directories: pytest's other workers run sandboxes of their own in /tmp.
+    own_workdirs = f"{WORKDIR_PREFIX}{os.getpid()}-"
+    report["new_files"] = sorted(p for p in attacks.snapshot() - files if "pwned" in p or own_workdirs in p)
     report["sympy"] = run_tool("sympy", "solve(x**2 - 4, x)").output
     assert run_tool("calculator", "1 + 1").ok  # a warm worker: its start-up is not the call's time
     start = time.perf_counter()

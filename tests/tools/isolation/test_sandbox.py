@@ -13,6 +13,10 @@ from spark_jax.tools.isolation.sandbox import processes_of_uid, run_python
 from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 from spark_jax.tools.isolation.seccomp import compile_filter
 
+# These tests compare host-wide SysV IPC tables and /tmp before and after; others here create host
+# IPC objects on purpose (unsafe mode). One xdist worker runs them all (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("host_sysv_ipc")
+
 ROOT = os.geteuid() == 0
 
 

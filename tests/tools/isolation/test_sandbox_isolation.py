@@ -24,6 +24,10 @@ from spark_jax.tools.isolation.sandbox_types import SandboxSettings
 from spark_jax.tools.isolation.seccomp import ALLOWED, SIGNALS
 from tests.tools.isolation import attacks
 
+# These tests compare host-wide SysV IPC tables and /tmp before and after; others here create host
+# IPC objects on purpose (unsafe mode). One xdist worker runs them all (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("host_sysv_ipc")
+
 SECRET = "sk-test-DO-NOT-LEAK-17"
 REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root
 

@@ -22,6 +22,10 @@ import sys
 
 import pytest
 
+# These tests compare host-wide SysV IPC tables and /tmp before and after; others here create host
+# IPC objects on purpose (unsafe mode). One xdist worker runs them all (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("host_sysv_ipc")
+
 REPO = str(pathlib.Path(os.path.abspath(__file__)).parents[3])  # the repository root
 AS_KERNEL_ROOT_1000 = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
 PLAIN_USER = [sys.executable, "-m", "tests.tools.isolation.plain_user", "1000", "--"]
