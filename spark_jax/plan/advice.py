@@ -126,6 +126,9 @@ def format_plan(plan, cfg, arch, device: str, memory_gb: float) -> str:
     for b in plan.buckets:
         lines.append(f"  {b.seq:6d} {_gb(b.activations)}  {_gb(b.activations_no_remat)} {_gb(b.activations_remat)}"
                      f" {_gb(b.batch_arrays)}  {_gb(b.reference_logprobs)} {_gb(b.total)}")
+    if any(b.header_block for b in plan.buckets):
+        lines.append(f"  each row grows by its ten-header block (candidate objective or metrics): "
+                     f"+{plan.buckets[-1].header_block} tokens at the longest bucket, counted in the activations")
     if any(b.reference_logprobs for b in plan.buckets):
         lines.append("  ref logp: the reference's float32 log-softmax at the action positions of the whole batch "
                      "(ppo.kl_estimator full)")

@@ -9,13 +9,10 @@ import numpy as np
 from spark_jax.data.pipeline import batch_shapes
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.sharding import batch_sharding, make_mesh, replicated, state_shardings
-from spark_jax.plan.memory import abstract_run
+from spark_jax.plan.memory import PLANNED_HEADER_TOKENS, abstract_run, planned_spans
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import lr_schedule
 from spark_jax.rl.steps import BATCH_KEYS, make_train_step
-
-# Spans per row in the abstract batch: a 5-step trajectory and room to spare (a few bytes each).
-PLANNED_SPANS = 8
 
 
 def _with_sharding(tree, shardings):
@@ -41,7 +38,8 @@ def compiled_step_memory(cfg: TrainConfig, arch: LlamaConfig, seq: int) -> dict[
     # the planner's worst case: the longest action bucket (at most seq) at every row
     action = min(seq, max(cfg.action_buckets))
 
-    shapes = batch_shapes(cfg.batch_size, seq, action, PLANNED_SPANS)
+    # the planner's states per row and header tokens, so both see the same header block
+    shapes = batch_shapes(cfg.batch_size, seq, action, planned_spans(cfg), PLANNED_HEADER_TOKENS)
     batch = {k: jax.ShapeDtypeStruct(shapes[k][0], shapes[k][1], sharding=bsh) for k in BATCH_KEYS}
     total = cfg.steps * cfg.updates_per_step
     step = make_train_step(cfg, run.policy_graphdef, run.critic_graphdef, run.optimizer, lr_schedule(cfg.optim, total))

@@ -10,7 +10,9 @@ and layer, attention scores included (our attention materialises [heads, T, T] i
 plus the float32 vocabulary logits of the loss, for one micro-batch on one device. With
 ``ppo.kl_estimator: full`` the step also keeps the reference's float32 log-softmax at the
 action positions for the whole batch ([B / batch ways, A, V / tensor], ``reference_logprobs``)
-and PPO's loss keeps FULL_KL_BUFFERS more [A, V] float32 buffers per micro-batch row.
+and PPO's loss keeps FULL_KL_BUFFERS more [A, V] float32 buffers per micro-batch row. When the
+step scores the ten action headers (``candidates.headers_needed``), each row grows by its header
+block (``header_block_tokens``), which the activations and the logits count.
 
 All figures are bytes per device; GB below means 1e9 bytes.
 """
@@ -18,7 +20,9 @@ All figures are bytes per device; GB below means 1e9 bytes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import pathlib
 import re
 from typing import Any
 
@@ -29,6 +33,7 @@ from flax import nnx
 from spark_jax.model.config import LlamaConfig
 from spark_jax.model.llama import Llama
 from spark_jax.model.sharding import fit_spec, param_spec, path_str
+from spark_jax.rl.candidates import PAD_TO
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.optim import make_optimizer
 from spark_jax.rl.steps import init_state
@@ -45,6 +50,13 @@ LOGIT_BUFFERS = 3
 # with XLA's memory analysis on CPU (SmolLM2-135M, 4 rows x 1024, A 512; tiny): full - k3 = the
 # whole-batch reference log-softmax + 3 [A, V] float32 buffers per micro-batch row.
 FULL_KL_BUFFERS = 3
+# The candidate objective's header block (rl.candidates.extended_inputs): each state of a row gets
+# the ten action headers appended, S x H tokens. H is 61 for SmolLM2's tokenizer
+# (tests/plan/test_memory.py checks the bound); 80 leaves room for longer tokenisations.
+PLANNED_HEADER_TOKENS = 80
+# States per packed row where the Stage 1 run does not say (its manifest's rollout steps K):
+# SPaRK's 5-step trajectories, with room to spare.
+PLANNED_SPANS = 8
 
 
 class MeshShape:
@@ -214,6 +226,32 @@ def activation_bytes(arch: LlamaConfig, rows: int, seq: int, *, remat: bool, ten
     return tokens * backbone + logit_rows * logit_buffers * 4 * vocab + rows * seq * seq
 
 
+def planned_spans(cfg: TrainConfig) -> int:
+    """States per row: 1 without packing; with packing, the rollout steps K in the manifest of the
+    Stage 1 run ``cfg.data`` (a row is one trajectory), or PLANNED_SPANS where there is none."""
+    if not cfg.packing:
+        return 1
+    manifest = pathlib.Path(cfg.data) / "manifest.json" if cfg.data else None
+    if manifest is None or not manifest.is_file():
+        return PLANNED_SPANS
+    try:
+        steps = json.loads(manifest.read_text())["config"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{manifest}: cannot read the rollout steps (config.steps) for the memory plan: {e}") from e
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{manifest}: config.steps must be a positive integer, got {steps!r}")
+    return steps
+
+
+def header_block_tokens(cfg: TrainConfig, seq: int, spans: int | None = None) -> int:
+    """Tokens the ten-header block adds to a row of ``seq`` tokens (S x H, padded so the row is a
+    multiple of PAD_TO); 0 when the step scores no headers."""
+    if not cfg.candidates.headers_needed:
+        return 0
+    block = (planned_spans(cfg) if spans is None else spans) * PLANNED_HEADER_TOKENS
+    return block + (-(seq + block) % PAD_TO)
+
+
 def kv_cache_bytes(arch: LlamaConfig, rows: int, seq: int, *, tensor: int = 1, compute_bytes: int = 4) -> float:
     """Decoding cache for ``rows`` sequences of ``seq`` tokens: keys and values of every layer."""
     kv = _split(arch.num_kv_heads, tensor)
@@ -229,6 +267,7 @@ class BucketPlan:
     batch_arrays: float
     reference_logprobs: float   # kl_estimator "full": reference log-softmax [rows, A, V] float32, whole batch
     total: float                # static + gradients + activations + batch arrays + reference_logprobs
+    header_block: int = 0       # tokens the ten-header block adds to each row (candidate objective/metrics)
 
 
 @dataclasses.dataclass
@@ -281,12 +320,15 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
         "gradients": 2 * trainable,
     }
     buckets = []
+    spans = planned_spans(cfg) if cfg.candidates.headers_needed else 0
     for seq in cfg.seq_buckets:
+        # the header block lengthens every row, and its tokens are projected onto the vocabulary too
+        extra = header_block_tokens(cfg, seq, spans)
         kw = dict(tensor=tensor, lora_rank=cfg.lora.rank, critic=critic, compute_bytes=a,
-                  action_len=max(cfg.action_buckets),
+                  action_len=min(max(cfg.action_buckets), seq) + extra,
                   logit_buffers=LOGIT_BUFFERS + (FULL_KL_BUFFERS if full_kl and cfg.algo == "ppo" else 0))
-        act_plain = activation_bytes(arch, rows_dev, seq, remat=False, **kw)
-        act_remat = activation_bytes(arch, rows_dev, seq, remat=True, **kw)
+        act_plain = activation_bytes(arch, rows_dev, seq + extra, remat=False, **kw)
+        act_remat = activation_bytes(arch, rows_dev, seq + extra, remat=True, **kw)
         act = act_remat if cfg.remat else act_plain
         # input_ids, targets, attention_mask, loss_mask, action positions/mask/targets + old/ref
         # log-probs (+ advantages): 4 bytes each, counted at seq (an upper bound for the action arrays)
@@ -294,7 +336,7 @@ def plan_memory(cfg: TrainConfig, arch: LlamaConfig) -> MemoryPlan:
         action = min(max(cfg.action_buckets), seq)
         ref_lp = step_rows_dev * action * _split(arch.vocab_size, tensor) * 4 if full_kl else 0.0
         total = sum(static.values()) + act + batch + ref_lp
-        buckets.append(BucketPlan(seq, act, act_plain, act_remat, batch, ref_lp, total))
+        buckets.append(BucketPlan(seq, act, act_plain, act_remat, batch, ref_lp, total, extra))
     n_train = sum(math.prod(shape) for _, shape, _ in leaves["trainable"])
     return MemoryPlan(
         devices=mesh.size, mesh=tuple(cfg.mesh_shape), rows_per_device=rows_dev, **static,

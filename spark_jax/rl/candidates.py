@@ -50,8 +50,8 @@ class CandidateConfig:
     kl_coef        pg only: weight of the exact ten-way KL to the reference's header distribution
     token_header   whether the token-level loss also covers the selected action's header tokens
                    (false: it trains the input text and end of turn only)
-    metrics        compute the header log-probs for the diagnostics even with loss "off" (the
-                   memory planner does not count the appended header block yet)
+    metrics        compute the header log-probs for the diagnostics even with loss "off" (each
+                   row grows by its header block, which the memory planner counts)
     """
 
     loss: Literal["off", "xent", "pg"] = "off"

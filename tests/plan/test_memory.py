@@ -10,7 +10,8 @@ import pytest
 from spark_jax.cli import main
 from spark_jax.core.config_io import load_config
 from spark_jax.model.config import tiny
-from spark_jax.plan.memory import MeshShape, abstract_run, leaves_bytes, per_device_bytes, plan_memory, run_leaves
+from spark_jax.plan.memory import (PLANNED_HEADER_TOKENS, PLANNED_SPANS, MeshShape, abstract_run, leaves_bytes,
+                                   per_device_bytes, plan_memory, planned_spans, run_leaves)
 from spark_jax.rl.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -65,6 +66,55 @@ def test_estimate_is_within_a_factor_of_xla_memory_analysis_on_cpu():
     assert plan.static + batch_inputs == pytest.approx(measured["argument"], abs=64)  # + rng key, step
     ratio = plan.peak / measured["peak"]
     assert 0.5 <= ratio <= 2.0, (plan.peak, measured)
+
+
+@pytest.mark.parametrize("overrides", [["candidates.metrics=true"], ["candidates.loss=xent", "remat=true"]],
+                         ids=["metrics", "xent-remat"])
+def test_header_block_is_counted_within_a_factor_of_xla(overrides):
+    """The ten-header block (S x H tokens appended to each row) under the same 2x window as the
+    step without it. Before the planner counted it, plan/XLA was 0.11 here: the block is 640
+    tokens on a 128-token row. Measured 1.48 (metrics) and 0.80 (xent with remat)."""
+    from spark_jax.plan.measure import compiled_step_memory
+
+    cfg, arch = _cfg("seq_buckets=[128]", *overrides), tiny()
+    plan = plan_memory(cfg, arch)
+    assert plan.buckets[0].header_block == PLANNED_SPANS * PLANNED_HEADER_TOKENS  # 128 + 640 is a multiple of 8
+    ratio = plan.peak / compiled_step_memory(cfg, arch, 128)["peak"]
+    assert 0.5 <= ratio <= 2.0, ratio
+
+
+def test_planned_header_tokens_bound_the_embedded_tokenizers_headers():
+    """H, the ten headers end to end, for the real SmolLM2 tokenizer (61) stays within the plan's H."""
+    from spark_jax.data.packing import ACTIONS, header_ids
+    from spark_jax.model import gguf_io
+    from spark_jax.model.pretrained import embedded_model_path
+
+    tokenizer = gguf_io.tokenizer(gguf_io.open_gguf(embedded_model_path()))
+    assert len(ACTIONS) == 10
+    assert sum(len(header_ids(tokenizer, a)) for a in ACTIONS) <= PLANNED_HEADER_TOKENS
+
+
+def test_header_block_states_come_from_the_stage1_manifest(tmp_path, capsys):
+    run = tmp_path / "stage1"
+    run.mkdir()
+    cfg = _cfg("candidates.metrics=true", f"data={run}")
+    assert planned_spans(cfg) == PLANNED_SPANS  # no manifest (yet): the planned bound
+    (run / "manifest.json").write_text(json.dumps({"config": {"steps": 3}}))
+    assert planned_spans(cfg) == 3
+    three = plan_memory(cfg, tiny())
+    assert [b.header_block for b in three.buckets] == [3 * PLANNED_HEADER_TOKENS + (-(s + 240) % 8)
+                                                       for s in cfg.seq_buckets]
+    assert planned_spans(_cfg("packing=false", f"data={run}")) == 1  # one step record per row
+    off = plan_memory(_cfg(f"data={run}"), tiny())
+    assert all(b.header_block == 0 for b in off.buckets) and off.peak < three.peak
+    assert main(["plan", "--config", str(TINY), "--arch", "tiny", "candidates.metrics=true", f"data={run}"]) == 0
+    assert "ten-header block" in capsys.readouterr().out
+    (run / "manifest.json").write_text(json.dumps({"config": {"steps": "three"}}))
+    with pytest.raises(ValueError, match=r"manifest.json: config.steps must be a positive integer, got 'three'"):
+        planned_spans(cfg)
+    (run / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest.json: cannot read the rollout steps"):
+        planned_spans(cfg)
 
 
 def test_activations_scale_with_tokens_and_remat_and_mesh():
