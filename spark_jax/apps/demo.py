@@ -91,6 +91,7 @@ def demo_questions_path() -> pathlib.Path:
 
 def _demo(args: argparse.Namespace) -> int:
     from spark_jax.core.config_io import load_config
+    from spark_jax.core.provenance import record_invocation
     from spark_jax.eval.report import summary_table
 
     extra = [f"data={json.dumps(args.data)}"] if args.data else []
@@ -101,7 +102,8 @@ def _demo(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     if args.fresh and out.exists():
         shutil.rmtree(out)
-    summary = run_demo(cfg, out)
+    with record_invocation(out, getattr(args, "command_line", None)):
+        summary = run_demo(cfg, out)
     print("\n" + summary_table(summary))
     print(f"\nreport: {out / 'report' / 'report.md'} (plots beside it)", file=sys.stderr)
     return 0

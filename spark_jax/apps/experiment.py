@@ -123,12 +123,17 @@ def register(sub) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from spark_jax.core.config_io import load_config
+    from spark_jax.core.provenance import invocations_summary, record_invocation
 
     cfg = load_config(ExperimentConfig, args.config, list(args.overrides))
     out = pathlib.Path(args.out)
     # A kill (SIGTERM) unwinds like Ctrl-C, so the stage it stops still records its time.
     signal.signal(signal.SIGTERM, _interrupt)
-    table = run_experiment(cfg, out)
+    with record_invocation(out, getattr(args, "command_line", None)):
+        table = run_experiment(cfg, out)
+    # every invocation of this run (commits, wall time), this one included, under the table
+    table += "\n\n" + invocations_summary(out) + "\n"
+    (out / "experiment.md").write_text(table)
     print(table)
     print(f"\nexperiment table: {out / 'experiment.md'}", file=sys.stderr)
     return 0

@@ -60,3 +60,18 @@ def test_demo_arm_train_configs(tmp_path, arm, algo, init, xent):
     cfg = train_config(DemoConfig(arm=arm), objective, tmp_path / "stage1", tmp_path / "sft" if warm else None)
     assert cfg.algo == algo and bool(cfg.init_from) == init
     assert (cfg.candidates.loss == "xent") == xent
+
+
+def test_make_demo_records_its_invocation_even_after_fresh(tmp_path, monkeypatch):
+    """``--fresh`` empties the output first; the invocation lines are written after that."""
+    from spark_jax.apps import demo
+    from spark_jax.cli import main
+    from spark_jax.core.provenance import read_invocations
+
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, out: {})
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    assert main(["demo", "--out", str(out), "--fresh", "arm=cand@sft"]) == 0
+    records = read_invocations(out)
+    assert [(r["event"], r.get("status")) for r in records] == [("start", None), ("end", "ok")]
+    assert records[0]["command"] == f"spark-jax demo --out {out} --fresh arm=cand@sft"

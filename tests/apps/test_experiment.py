@@ -89,6 +89,33 @@ def test_a_stopped_stage_still_records_its_time(tmp_path):
     assert experiment._Timings(tmp_path / "timings.json").totals(1.0)["all stages_s"] == saved["train_sft_greedy_s"]
 
 
+def test_the_command_records_each_invocation_under_its_table(tmp_path, monkeypatch):
+    """``spark-jax experiment`` appends start and end lines to invocations.jsonl and states every
+    invocation's commit and wall time under the table, a stopped one included."""
+    from spark_jax.cli import main
+    from spark_jax.core.provenance import read_invocations
+
+    calls = []
+
+    def fake_run(cfg, out):
+        calls.append(cfg.train_steps)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the first invocation is stopped
+        (out / "experiment.md").write_text("| table |")
+        return "| table |"
+
+    monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    out = tmp_path / "exp"
+    assert main(["experiment", "--out", str(out), "train_steps=3"]) == 130
+    assert main(["experiment", "--out", str(out), "train_steps=3"]) == 0
+    records = read_invocations(out)
+    assert [(r["event"], r.get("status")) for r in records] == [("start", None), ("end", "interrupted"),
+                                                                ("start", None), ("end", "ok")]
+    assert records[0]["command"] == f"spark-jax experiment --out {out} train_steps=3"
+    table = (out / "experiment.md").read_text()
+    assert table.startswith("| table |\n\nRan as 2 invocation(s) from ") and "h of wall time in the 2 that ended" in table
+
+
 @pytest.mark.slow
 def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
     from spark_jax.testing.tiny_chat import build_tiny_chat_model
