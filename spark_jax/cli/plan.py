@@ -39,7 +39,7 @@ def run_plan(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, list(args.overrides))
     arch = resolve_arch(cfg.model, args.arch)
     device, memory_gb = resolve_device(cfg, args.device, args.device_memory_gb)
-    plan = plan_memory(cfg, arch)
+    plan = plan_memory(cfg, arch, device)
     budget = memory_gb * 1e9 * USABLE_FRACTION
     fits = plan.peak <= budget
     measured = None
@@ -47,7 +47,7 @@ def run_plan(args: argparse.Namespace) -> int:
         from spark_jax.plan.measure import compiled_step_memory
 
         measured = compiled_step_memory(cfg, arch, max(cfg.seq_buckets))
-    advice = [] if fits else suggestions(cfg, arch, budget)
+    advice = [] if fits else suggestions(cfg, arch, budget, device)
     if args.json:
         out = {**{k: v for k, v in dataclasses.asdict(plan).items()}, "device": device, "device_memory_gb": memory_gb,
                "usable_gb": budget / 1e9, "peak_gb": plan.peak / 1e9, "fits": fits, "suggestions": advice,

@@ -52,9 +52,9 @@ def resolve_device(cfg, device: str | None, memory_gb: float | None) -> tuple[st
     return key, float(mem)
 
 
-def suggestions(cfg, arch, budget: float) -> list[str]:
-    """Changes that bring the peak under ``budget`` bytes (each on its own), best first; if none
-    does alone, every change that lowers the peak."""
+def suggestions(cfg, arch, budget: float, device: str = "") -> list[str]:
+    """Changes that bring the peak under ``budget`` bytes on ``device`` (each on its own), best
+    first; if none does alone, every change that lowers the peak."""
     d, f, t = cfg.mesh_shape
     n = d * f * t
     candidates = []
@@ -83,14 +83,14 @@ def suggestions(cfg, arch, budget: float) -> list[str]:
         shorter = list(cfg.seq_buckets[:-1])
         candidates.append((f"drop the longest sequence bucket: seq_buckets={shorter} (longer records lose prompt "
                            "tokens from the left)", [f"seq_buckets={shorter}"]))
-    base = plan_memory(cfg, arch).peak
+    base = plan_memory(cfg, arch, device).peak
     fits, helps = [], []
     for text, overrides in candidates:
         try:
             alt = load_config(TrainConfig, base=cfg, overrides=overrides)
         except Exception:  # noqa: BLE001 - a candidate the config rejects is simply not offered
             continue
-        peak = plan_memory(alt, arch).peak
+        peak = plan_memory(alt, arch, device).peak
         if peak <= budget:
             fits.append((peak, text))
         elif peak < base:
@@ -126,6 +126,9 @@ def format_plan(plan, cfg, arch, device: str, memory_gb: float) -> str:
     for b in plan.buckets:
         lines.append(f"  {b.seq:6d} {_gb(b.activations)}  {_gb(b.activations_no_remat)} {_gb(b.activations_remat)}"
                      f" {_gb(b.batch_arrays)}  {_gb(b.reference_logprobs)} {_gb(b.total)}")
+    if cfg.remat and not plan.remat_counted:
+        lines.append(f"  remat is on, but {device} counts the activations without it: XLA's CPU buffer assignment "
+                     "does not shrink under jax.checkpoint")
     if any(b.header_block for b in plan.buckets):
         lines.append(f"  each row grows by its ten-header block (candidate objective or metrics): "
                      f"+{plan.buckets[-1].header_block} tokens at the longest bucket, counted in the activations")

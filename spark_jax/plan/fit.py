@@ -66,7 +66,7 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
         memory_gb = devices.available_host_memory_gb()
     budget = memory_gb * 1e9 * USABLE_FRACTION
     where = f"{_gb(budget)} usable per device on {device} ({USABLE_FRACTION:.0%} of {memory_gb:.4g} GB)"
-    before = plan_memory(cfg, arch).peak
+    before = plan_memory(cfg, arch, device).peak
 
     def result(new: TrainConfig, peak: float, message: str) -> FitResult:
         return FitResult(new, new is not cfg, message, peak, before, budget, device, memory_gb)
@@ -83,15 +83,15 @@ def fit_to_memory(cfg: TrainConfig, *, device: str | None = None, memory_gb: flo
     candidates = [n for n in range(cfg.grad_accum + 1, bs + 1) if bs % n == 0 and (bs // n) % ways == 0]
     for accum in candidates:
         new = dataclasses.replace(cfg, grad_accum=accum)
-        peak = plan_memory(new, arch).peak
+        peak = plan_memory(new, arch, device).peak
         if peak <= budget:
             return result(new, peak, (
                 f"memory plan: grad_accum {was} -> {accum} (micro-batches of {_rows(bs // accum)}, batch_size "
                 f"{bs} unchanged): planned peak {_gb(before)} exceeds {where}; {_gb(peak)} at grad_accum "
                 f"{accum}"))
     worst = dataclasses.replace(cfg, grad_accum=candidates[-1]) if candidates else cfg
-    peak = plan_memory(worst, arch).peak
-    advice = suggestions(worst, arch, budget)
+    peak = plan_memory(worst, arch, device).peak
+    advice = suggestions(worst, arch, budget, device)
     most = worst.grad_accum
     with_accum = "" if worst is cfg else f" (with grad_accum={most})"
     raise PlanError(

@@ -73,11 +73,11 @@ def test_estimate_is_within_a_factor_of_xla_memory_analysis_on_cpu():
 def test_header_block_is_counted_within_a_factor_of_xla(overrides):
     """The ten-header block (S x H tokens appended to each row) under the same 2x window as the
     step without it. Before the planner counted it, plan/XLA was 0.11 here: the block is 640
-    tokens on a 128-token row. Measured 1.48 (metrics) and 0.80 (xent with remat)."""
+    tokens on a 128-token row. Measured 1.48 (metrics) and 1.41 (xent with remat, a CPU plan)."""
     from spark_jax.plan.measure import compiled_step_memory
 
     cfg, arch = _cfg("seq_buckets=[128]", *overrides), tiny()
-    plan = plan_memory(cfg, arch)
+    plan = plan_memory(cfg, arch, "cpu")
     assert plan.buckets[0].header_block == PLANNED_SPANS * PLANNED_HEADER_TOKENS  # 128 + 640 is a multiple of 8
     ratio = plan.peak / compiled_step_memory(cfg, arch, 128)["peak"]
     assert 0.5 <= ratio <= 2.0, ratio
@@ -115,6 +115,25 @@ def test_header_block_states_come_from_the_stage1_manifest(tmp_path, capsys):
     (run / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"manifest.json: cannot read the rollout steps"):
         planned_spans(cfg)
+
+
+@pytest.mark.slow
+def test_a_cpu_plan_counts_no_remat_saving_as_xla_on_cpu_makes_none():
+    """SmolLM2-135M's PPO step with remat at 512 tokens: XLA's CPU figure is close to the
+    activations without remat (plan/XLA 1.05 measured), while the remat model gives 0.33 of it
+    (jax-ml/jax#19822). A GPU plan keeps the remat model."""
+    from spark_jax.model.config import preset
+    from spark_jax.plan.measure import compiled_step_memory
+
+    arch = preset("smollm2_135m")
+    cfg = _cfg("seq_buckets=[512]", "action_buckets=[128]", "batch_size=2", "grad_accum=1", "remat=true",
+               "lora.rank=8", path=None)
+    cpu, gpu = plan_memory(cfg, arch, "cpu"), plan_memory(cfg, arch, "h100")
+    assert not cpu.remat_counted and gpu.remat_counted
+    assert cpu.buckets[0].activations == cpu.buckets[0].activations_no_remat > 3 * gpu.buckets[0].activations
+    measured = compiled_step_memory(cfg, arch, 512)["peak"]
+    assert 0.5 <= cpu.peak / measured <= 2.0, (cpu.peak, measured)
+    assert gpu.peak / measured < 0.5  # what every CPU plan with remat said before
 
 
 def test_activations_scale_with_tokens_and_remat_and_mesh():
@@ -167,3 +186,10 @@ def test_device_memory_flag_and_unknown_device(capsys):
     assert "unknown device" in capsys.readouterr().err
     assert main(["plan", "--config", str(TINY), "--arch", "no-such-model"]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_the_plan_says_when_cpu_ignores_remat(capsys):
+    assert main(["plan", "--config", str(TINY), "--arch", "tiny", "--device", "cpu", "remat=true"]) == 0
+    assert "remat is on, but cpu counts the activations without it" in capsys.readouterr().out
+    assert main(["plan", "--config", str(TINY), "--arch", "tiny", "--device", "h100", "remat=true"]) == 0
+    assert "counts the activations without it" not in capsys.readouterr().out
