@@ -15,10 +15,9 @@ step scores the ten action headers (``candidates.headers_needed``), each row gro
 block (``header_block_tokens``), which the activations and the logits count.
 
 On CPU the plan counts the activations without remat whatever ``remat`` says: XLA's CPU buffer
-assignment does not shrink under ``jax.checkpoint`` (jax-ml/jax#19822). Measured with
-``measure.compiled_step_memory``: the tiny model at 1024 tokens takes 118 MB with remat and 106 MB
-without; the SmolLM2 experiment's PPO step at 2048 tokens takes 28.9 GB, where the remat model
-gives 3.6 GB and the model without remat 31 GB. GPU and TPU plans keep the remat model.
+assignment does not shrink under ``jax.checkpoint`` (jax-ml/jax#19822; measured against
+``measure.compiled_step_memory`` in docs/results/plan-cpu-remat-2026-12-06). GPU and TPU plans keep
+the remat model.
 
 All figures are bytes per device; GB below means 1e9 bytes.
 """
