@@ -40,7 +40,6 @@ import os
 import pathlib
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,15 +63,11 @@ log = logging.getLogger("packing_benchmark")
 
 
 def git_commit() -> tuple[str | None, bool | None]:
-    """(short commit, whether the work tree differs from it) of the repository holding this file."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                    capture_output=True, text=True, check=True).stdout.strip())
-        return commit, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
+    """(short commit, whether tracked files differ from it) of the code that runs."""
+    from spark_jax.core.provenance import code_version
+
+    v = code_version()
+    return (v["commit"][:7] if v["commit"] else None), v["dirty"]
 
 
 def snapshot_run(src: pathlib.Path, dst: pathlib.Path) -> list[str]:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 from statistics import median
 
 import numpy as np
 from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 
+from spark_jax.core.provenance import code_version
 from spark_jax.eval.agent import action_names
 from spark_jax.model.pretrained import load_pretrained
 from spark_jax.protocol import prompts
@@ -68,7 +68,7 @@ def main() -> None:
         it["i"] += 1
 
     ours_s, ref_s = interleaved_times(ours, reference, repeats=len(states))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = (code_version()["commit"] or "")[:7]
     row = {"benchmark": "score_mode_per_question", "model": args.model, "questions": len(states),
            "state_tokens": [len(s) for s in states], "system_prompt_tokens": system_len,
            f"{args.ours}_s": round(median(ours_s), 3), f"{args.reference}_s": round(median(ref_s), 3),

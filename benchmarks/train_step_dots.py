@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import tempfile
 import time
 from statistics import median
@@ -21,6 +20,7 @@ from statistics import median
 import jax
 from _timing import interleaved_times, ratio_spread  # this folder (run as a script)
 
+from spark_jax.core.provenance import code_version
 from spark_jax.rl.adapters import LoraConfig
 from spark_jax.rl.config import TrainConfig
 from spark_jax.rl.steps import make_train_step
@@ -60,7 +60,7 @@ def main() -> None:
 
         eigen_t, default_t = interleaved_times(run("eigen"), run("default"), args.repeats)
         trainer.close()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = (code_version()["commit"] or "")[:7]
     print(json.dumps({
         "benchmark": "train_step_cpu_dots", "algo": args.algo, "batch_shape": list(batch["input_ids"].shape),
         "compile_s": {k: round(v, 1) for k, v in compile_s.items()},
