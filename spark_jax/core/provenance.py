@@ -3,6 +3,12 @@ appends two JSON lines to ``OUT/invocations.jsonl``: one when it starts, one whe
 exit status and wall seconds). Both carry the command line, the code's version and, when the
 package runs from a git checkout, its commit and whether tracked files differed from it. A run
 resumed over several sessions thus states every commit and every wall time it ran under.
+
+A process killed outright (SIGKILL: the out-of-memory killer, a machine or session that ends)
+writes no end line. So while the body runs, a daemon thread rewrites a heartbeat file in
+``OUT/invocations.alive/`` every ``heartbeat_s`` seconds with the wall seconds so far; a clean end
+removes it. The summary counts a killed invocation's time from its last heartbeat, as a lower
+bound, instead of leaving it out.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterator, Sequence
 
 INVOCATIONS = "invocations.jsonl"
+HEARTBEATS = "invocations.alive"  # one JSON file per running (or killed) invocation
 
 
 def _utc_now() -> str:
@@ -61,16 +69,46 @@ def _append(out: pathlib.Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def _heartbeat_path(out: pathlib.Path, base: dict[str, Any]) -> pathlib.Path:
+    return out / HEARTBEATS / f"{base['pid']}-{base['start'].replace(':', '')}.json"
+
+
+def _write_heartbeat(path: pathlib.Path, base: dict[str, Any], t0: float) -> None:
+    record = {**base, "last_seen": _utc_now(), "wall_s": round(time.perf_counter() - t0, 1)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous heartbeat whole
+
+
+def _beat(path: pathlib.Path, base: dict[str, Any], t0: float, period_s: float, stop: threading.Event) -> None:
+    while not stop.wait(period_s):
+        try:
+            _write_heartbeat(path, base, t0)
+        except OSError:  # a full or vanished disk must not stop the run; the end line still comes
+            pass
+
+
 @contextlib.contextmanager
-def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = None) -> Iterator[None]:
+def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = None,
+                      heartbeat_s: float = 60.0) -> Iterator[None]:
     """Appends the start line, runs the body, then the end line with ``status`` ("ok",
     "interrupted" or the exception's type) and ``wall_s`` (seconds). ``command_line``: the
-    command as typed (default ``sys.argv``, its program shown by its name only)."""
+    command as typed (default ``sys.argv``, its program shown by its name only). While the body
+    runs, the heartbeat file is rewritten every ``heartbeat_s`` seconds (module docstring)."""
+    if heartbeat_s <= 0:
+        raise ValueError(f"heartbeat_s must be > 0 seconds, got {heartbeat_s}")
     argv = list(command_line) if command_line is not None else [os.path.basename(sys.argv[0]), *sys.argv[1:]]
     base = {"command": shlex.join(argv),
             **code_version(), "host": socket.gethostname(), "pid": os.getpid(), "start": _utc_now()}
     _append(out, {"event": "start", **base})
     t0 = time.perf_counter()
+    beat_path = _heartbeat_path(out, base)
+    beat_path.parent.mkdir(exist_ok=True)
+    _write_heartbeat(beat_path, base, t0)
+    stop = threading.Event()
+    beater = threading.Thread(target=_beat, args=(beat_path, base, t0, heartbeat_s, stop), daemon=True,
+                              name="invocation-heartbeat")
+    beater.start()
     status = "ok"
     try:
         yield
@@ -81,8 +119,25 @@ def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = No
         status = type(e).__name__
         raise
     finally:
+        stop.set()
+        beater.join()
         _append(out, {"event": "end", **base, "end": _utc_now(), "status": status,
                       "wall_s": round(time.perf_counter() - t0, 1)})
+        beat_path.unlink(missing_ok=True)
+
+
+def read_heartbeats(out: pathlib.Path) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """(pid, start) -> the last heartbeat of each invocation that has one left in
+    ``OUT/invocations.alive/`` (running now, or killed). An unreadable file is skipped: it can
+    only be a heartbeat cut short, and the summary then counts that invocation as unknown."""
+    beats = {}
+    for path in sorted((pathlib.Path(out) / HEARTBEATS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        beats[(record.get("pid"), record.get("start"))] = record
+    return beats
 
 
 def read_invocations(out: pathlib.Path) -> list[dict[str, Any]]:
@@ -101,8 +156,9 @@ def read_invocations(out: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def invocations_summary(out: pathlib.Path) -> str:
-    """One Markdown paragraph: how many invocations, under which commits, and their wall time
-    (an invocation that was killed has a start line only and is counted as such)."""
+    """One Markdown paragraph: how many invocations, under which commits, and their wall time.
+    An invocation without an end line was killed (or is still running, as the one writing this
+    summary is not: it calls this after its body); its last heartbeat bounds its time from below."""
     records = read_invocations(out)
     starts = [r for r in records if r.get("event") == "start"]
     ends = [r for r in records if r.get("event") == "end"]
@@ -115,10 +171,18 @@ def invocations_summary(out: pathlib.Path) -> str:
         if c not in commits:
             commits.append(c)
     ended = {(r.get("pid"), r.get("start")) for r in ends}
-    killed = sum((r.get("pid"), r.get("start")) not in ended for r in starts)
+    killed = [(r.get("pid"), r.get("start")) for r in starts if (r.get("pid"), r.get("start")) not in ended]
     wall = sum(float(r.get("wall_s") or 0.0) for r in ends)
     text = (f"Ran as {len(starts)} invocation(s) from {starts[0]['start']}, code {', '.join(commits)}; "
             f"{wall / 3600:.2f} h of wall time in the {len(ends)} that ended")
     if killed:
-        text += f"; {killed} ended without a record (killed), their time not counted"
+        beats = read_heartbeats(out)
+        seen = [beats[k] for k in killed if k in beats]
+        text += f"; {len(killed)} ended without a record (killed)"
+        if seen:
+            lower = sum(float(b.get("wall_s") or 0.0) for b in seen)
+            text += (f", {len(seen)} of them with a heartbeat ({HEARTBEATS}/) giving at least "
+                     f"{lower / 3600:.2f} h more")
+        if len(seen) < len(killed):
+            text += f", {len(killed) - len(seen)} without one, their time not counted"
     return text + f" (`{INVOCATIONS}`)."

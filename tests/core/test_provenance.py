@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
+import sys
+import time
 
 import pytest
 
 from spark_jax.core import provenance
-from spark_jax.core.provenance import INVOCATIONS, code_version, invocations_summary, read_invocations, record_invocation
+from spark_jax.core.provenance import (HEARTBEATS, INVOCATIONS, code_version, invocations_summary, read_heartbeats,
+                                       read_invocations, record_invocation)
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -63,3 +66,48 @@ def test_a_broken_line_names_the_file_and_line(tmp_path):
     (tmp_path / INVOCATIONS).write_text('{"event": "start"}\n{"event": \n')
     with pytest.raises(ValueError, match=r"invocations.jsonl:2: not a JSON line"):
         read_invocations(tmp_path)
+
+
+def test_heartbeat_is_rewritten_while_the_body_runs_and_removed_at_a_clean_end(tmp_path):
+    with record_invocation(tmp_path, ["spark-jax", "demo"], heartbeat_s=0.05):
+        start = read_invocations(tmp_path)[0]
+        first = read_heartbeats(tmp_path)[(start["pid"], start["start"])]
+        time.sleep(0.4)
+        later = read_heartbeats(tmp_path)[(start["pid"], start["start"])]
+        assert later["wall_s"] > first["wall_s"] and later["command"] == "spark-jax demo"
+    assert read_heartbeats(tmp_path) == {} and list((tmp_path / HEARTBEATS).iterdir()) == []
+    with pytest.raises(ValueError, match="heartbeat_s must be > 0"):
+        with record_invocation(tmp_path, ["spark-jax", "demo"], heartbeat_s=0):
+            pass
+
+
+def test_a_sigkilled_invocation_is_counted_from_its_last_heartbeat(tmp_path):
+    """The bug this catches: a session end or the out-of-memory killer sends SIGKILL, no end line
+    is written, and the summary used to drop that invocation's time entirely."""
+    script = (f"import os, signal, time, pathlib\n"
+              f"from spark_jax.core.provenance import record_invocation\n"
+              f"with record_invocation(pathlib.Path({str(tmp_path)!r}), ['spark-jax', 'experiment'], heartbeat_s=0.05):\n"
+              f"    time.sleep(0.5)\n"
+              f"    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    records = read_invocations(tmp_path)
+    assert [r["event"] for r in records] == ["start"]
+    beat = read_heartbeats(tmp_path)[(records[0]["pid"], records[0]["start"])]
+    assert 0.4 <= beat["wall_s"] < 60 and beat["last_seen"] >= beat["start"]
+    text = invocations_summary(tmp_path)
+    assert "1 ended without a record (killed), 1 of them with a heartbeat (invocations.alive/) giving at least" in text
+    assert "their time not counted" not in text
+
+
+def test_summary_adds_the_killed_invocations_heartbeats_as_a_lower_bound(tmp_path):
+    starts = [{"event": "start", "pid": p, "start": f"2026-12-06T0{p}:00:00Z", "commit": "1" * 40} for p in (1, 2, 3)]
+    end = {**starts[0], "event": "end", "wall_s": 3600.0}
+    (tmp_path / INVOCATIONS).write_text("\n".join(json.dumps(r) for r in [starts[0], end, starts[1], starts[2]]) + "\n")
+    (tmp_path / HEARTBEATS).mkdir()
+    (tmp_path / HEARTBEATS / "2.json").write_text(json.dumps({**starts[1], "wall_s": 5400.0}))
+    (tmp_path / HEARTBEATS / "3.json").write_text('{"pid": 3, "start"')  # cut short by the kill
+    assert invocations_summary(tmp_path) == (
+        "Ran as 3 invocation(s) from 2026-12-06T01:00:00Z, code 1111111; 1.00 h of wall time in the 1 that "
+        "ended; 2 ended without a record (killed), 1 of them with a heartbeat (invocations.alive/) giving at "
+        "least 1.50 h more, 1 without one, their time not counted (`invocations.jsonl`).")
