@@ -94,7 +94,7 @@ def test_a_sigkilled_invocation_is_counted_from_its_last_heartbeat(tmp_path):
     records = read_invocations(tmp_path)
     assert [r["event"] for r in records] == ["start"]
     beat = read_heartbeats(tmp_path)[(records[0]["pid"], records[0]["start"])]
-    assert 0.4 <= beat["wall_s"] < 60 and beat["last_seen"] >= beat["start"]
+    assert 0.2 <= beat["wall_s"] < 60 and beat["last_seen"] >= beat["start"]
     text = invocations_summary(tmp_path)
     assert "1 ended without a record (killed), 1 of them with a heartbeat (invocations.alive/) giving at least" in text
     assert "their time not counted" not in text
