@@ -58,6 +58,19 @@ def claim_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
     return kept
 
 
+def reading(a: str, b: str, ci95: Sequence[float] | None) -> str:
+    """What the 95% paired interval of ``a − b`` shows: ``a > b`` or ``a < b`` when it excludes 0,
+    ``no difference shown`` when it spans 0, ``no interval`` with fewer than two seeds."""
+    if ci95 is None:
+        return "no interval"
+    lo, hi = ci95
+    if lo > 0:
+        return f"{a} > {b}"
+    if hi < 0:
+        return f"{a} < {b}"
+    return "no difference shown"
+
+
 def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
                        pairs: Sequence[tuple[str, str]], metrics=PAIRED_METRICS) -> list[dict[str, Any]]:
     """One row per (pair, metric): the per-seed differences, their mean and 95% t interval.
@@ -77,7 +90,8 @@ def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
                     seeds.append(seed)
             ci = t_interval(diffs)
             rows.append({"a": a, "b": b, "metric": label, "key": key, "seeds": seeds, "differences": diffs,
-                         "mean": float(np.mean(diffs)) if diffs else None, "ci95": list(ci) if ci else None})
+                         "mean": float(np.mean(diffs)) if diffs else None, "ci95": list(ci) if ci else None,
+                         "reading": reading(a, b, ci)})
     return rows
 
 
@@ -117,12 +131,14 @@ def means_table(means: Mapping[str, Mapping[str, Mapping[str, Any]]], metrics=ME
 
 
 def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], per seed."""
-    lines = ["| difference | metric | mean [95% CI over seeds] | per seed |", "|---|---|---|---|"]
+    """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], per seed,
+    and what the interval shows (``reading``)."""
+    lines = ["| difference | metric | mean [95% CI over seeds] | per seed | interval shows |", "|---|---|---|---|---|"]
     for r in rows:
         pct = "%" in r["metric"]
         per = ", ".join(f"{s}: {_fmt(d, pct)}" for s, d in zip(r["seeds"], r["differences"])) or "-"
-        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} |")
+        shows = r.get("reading") or reading(r["a"], r["b"], r["ci95"])
+        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} | {shows} |")
     return "\n".join(lines)
 
 

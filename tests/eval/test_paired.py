@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from spark_jax.eval.paired import claim_pairs, means_table, paired_differences, paired_table, seed_means, t_interval
+from spark_jax.eval.paired import (claim_pairs, means_table, paired_differences, paired_table, reading, seed_means,
+                                   t_interval)
 
 
 def test_t_interval_hand_computed():
@@ -40,7 +41,21 @@ def test_paired_differences_are_seed_by_seed():
     # no pooled entropy for the base model: no seed counts, no interval
     assert rows["tool_entropy_bits"]["seeds"] == [] and rows["tool_entropy_bits"]["mean"] is None
     table = paired_table(list(rows.values()))
-    assert "| SFT-rarity − base | accuracy (%, official) | 15.0 [-48.5, 78.5] | 0: 10.0, 1: 20.0 |" in table
+    assert ("| SFT-rarity − base | accuracy (%, official) | 15.0 [-48.5, 78.5] | 0: 10.0, 1: 20.0 | "
+            "no difference shown |") in table
+    assert "| SFT-rarity − base | pooled tool entropy (bits) | - | - | no interval |" in table
+
+
+def test_reading_says_what_the_interval_excludes():
+    """The issue's reading rule, mechanically: a side wins only when the interval excludes 0."""
+    assert reading("PPO", "SFT", [0.01, 0.5]) == "PPO > SFT"
+    assert reading("PPO", "SFT", [-0.5, -0.01]) == "PPO < SFT"
+    assert reading("PPO", "SFT", [-0.1, 0.2]) == "no difference shown"
+    assert reading("PPO", "SFT", [0.0, 0.2]) == "no difference shown"  # touching 0 is not beyond it
+    assert reading("PPO", "SFT", None) == "no interval"
+    three = {s: {"A": {"accuracy": 0.5 + d}, "B": {"accuracy": 0.5}} for s, d in enumerate([0.10, 0.11, 0.12])}
+    (row,) = paired_differences(three, [("A", "B")], metrics=(("accuracy (%, official)", "accuracy"),))
+    assert row["reading"] == "A > B" and row["ci95"][0] > 0
 
 
 def test_seed_means_table():
