@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from spark_jax.core.native_memory import release_freed_memory
 from spark_jax.eval.agent import PolicyAgent
 
 
@@ -19,6 +20,8 @@ def evaluate_systems(systems, questions, agent_config, *, progress: bool = True)
         bar = tqdm(total=len(questions), desc=f"eval {name}", unit="q", disable=not progress)
         rows += PolicyAgent(model, agent_config, name=name).run(questions, progress=bar)
         bar.close()
+        del model
+        release_freed_memory()  # else each system's freed XLA buffers stay in the C heap (core.native_memory)
     return rows
 
 
