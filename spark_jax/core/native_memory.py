@@ -1,10 +1,9 @@
 """Give freed heap memory back to the operating system.
 
 XLA:CPU allocates and frees large buffers through the C heap. glibc keeps freed chunks in its
-arenas instead of returning them, so a process that evaluates one model after another grows by
-gigabytes with no live array left (measured: about 2 GB per evaluated system on SmolLM2-135M,
-until the out-of-memory killer stopped a 24 GB machine's experiment). ``malloc_trim(0)`` returns
-that memory; it is a no-op where the C library has no such call (musl, macOS).
+arenas instead of returning them, so a process that evaluates one model after another grows with
+every system while no live array is left. ``malloc_trim(0)`` returns that memory; it is a no-op
+where the C library has no such call (musl, macOS).
 """
 
 from __future__ import annotations

@@ -137,8 +137,8 @@ def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         pct = "%" in r["metric"]
         per = ", ".join(f"{s}: {_fmt(d, pct)}" for s, d in zip(r["seeds"], r["differences"])) or "-"
-        shows = r.get("reading") or reading(r["a"], r["b"], r["ci95"])
-        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} | {shows} |")
+        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} | "
+                     f"{r['reading']} |")
     return "\n".join(lines)
 
 
