@@ -239,10 +239,16 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
     from spark_jax.rollout.config import GenerateConfig
     from spark_jax.rollout.export import summarize_run
 
+    from spark_jax.core.native_memory import release_compiled_code
+
     questions = env.questions
     held = set(heldout_ids or ())
     pool = [q for q in questions if q["question_id"] not in held]
     stage1: dict[str, pathlib.Path] = {}
+    # Each phase (Stage 1, training, each evaluation mode) compiles its own shape buckets; the
+    # previous phase's executables are dropped first, else a multi-seed run in one process holds
+    # them all (the memory plan then refused seed 1's first arm on a 24 GB machine).
+    release_compiled_code()
     for selection in cfg.selections:
         _stage(f"Stage 1 ({selection}, seed {seed}): {cfg.train_questions} questions x {cfg.rollout_steps} steps")
         with timings.stage(f"stage1_{selection}_s"):
@@ -257,6 +263,7 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
             pipeline.run_stage1(env, gen_cfg, stage1[selection], questions=pool)
 
     runs: dict[str, pathlib.Path] = {}
+    release_compiled_code()
     for arm in cfg.arms:
         algo, selection, init = parse_arm(arm)
         name = arm_name(arm)
@@ -279,6 +286,7 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
         _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {who} on {len(heldout)} held-out questions")
         if base_rows is not None and cfg.evaluate_base:
             _reuse_rows(base_rows / f"eval_{mode}" / "base.jsonl", out / f"eval_{mode}" / "base.jsonl")
+        release_compiled_code()
         with timings.stage(f"eval_{mode}_s"):
             rows = _evaluate(cfg, mode, env.base, runs, heldout, out / f"eval_{mode}", seed=seed)
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))

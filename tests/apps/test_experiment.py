@@ -117,8 +117,23 @@ def test_the_command_records_each_invocation_under_its_table(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
+def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeypatch):
+    from spark_jax.apps import pipeline
+    from spark_jax.core import native_memory
     from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    # each phase starts without the previous phase's executables (the bug: seed 1's first arm was
+    # refused by the memory plan while seed 0's evaluation executables were still held)
+    events = []
+
+    def recording(name, fn):
+        return lambda *a, **k: (events.append(name), fn(*a, **k))[1]
+
+    monkeypatch.setattr(native_memory, "release_compiled_code",
+                        recording("release", native_memory.release_compiled_code))
+    monkeypatch.setattr(pipeline, "run_stage1", recording("stage1", pipeline.run_stage1))
+    monkeypatch.setattr(pipeline, "train_arm", recording("train", pipeline.train_arm))
+    monkeypatch.setattr(experiment, "_evaluate", recording("eval", experiment._evaluate))
 
     model = build_tiny_chat_model(tmp_path / "model")
     data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 5, "law": 5}))
@@ -129,6 +144,8 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path):
                            seeds=(3, 4))
     out = tmp_path / "exp"
     table = run_experiment(cfg, out)
+    phases = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]
+    assert phases == ["release", "stage1", "release", "train", "release", "eval"] * 2
     # the held-out questions are the same for both seeds; the Stage 1 training samples differ
     heldout = {s: [json.loads(x)["question_id"] for x in (out / f"seed_{s}" / "eval_score" / "SFT-rarity.jsonl")
                    .read_text().splitlines()] for s in (3, 4)}

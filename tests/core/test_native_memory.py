@@ -38,3 +38,17 @@ def test_evaluate_systems_releases_memory_after_each_system(monkeypatch):
     rows = evaluate.evaluate_systems([("a", lambda: object()), ("b", lambda: object())], [1, 2], None,
                                      progress=False)
     assert [r["model"] for r in rows] == ["a", "a", "b", "b"] and len(calls) == 2
+
+
+def test_release_compiled_code_drops_the_executables_jax_keeps():
+    """The bug: a multi-seed experiment kept every evaluation executable, so the memory plan refused
+    seed 1's first arm in the same process; jitted functions keep theirs until released."""
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: x * 2)
+    f(jnp.ones(3)), f(jnp.ones(4))
+    assert f._cache_size() == 2
+    native_memory.release_compiled_code()
+    assert f._cache_size() == 0
+    assert f(jnp.ones(3)).tolist() == [2.0, 2.0, 2.0]  # it compiles again on the next call
