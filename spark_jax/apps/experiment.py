@@ -236,10 +236,9 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
     evaluation rows are reused. ``env``: the shared ``pipeline.LocalEnv``.
     """
     from spark_jax.apps import pipeline
+    from spark_jax.core.native_memory import release_compiled_code
     from spark_jax.rollout.config import GenerateConfig
     from spark_jax.rollout.export import summarize_run
-
-    from spark_jax.core.native_memory import release_compiled_code
 
     questions = env.questions
     held = set(heldout_ids or ())

@@ -6,10 +6,9 @@ every system while no live array is left. ``malloc_trim(0)`` returns that memory
 where the C library has no such call (musl, macOS).
 
 Compiled executables are the other thing a long process keeps: jax holds every one until the
-process ends, and an evaluation compiles one per shape bucket it meets, and each holds memory that grows with the
-model's size. ``release_compiled_code`` drops
-them between phases that share no compiled function; the next call of a jitted function compiles
-again.
+process ends, an evaluation compiles one per shape bucket it meets, and each holds memory that
+grows with the model's size. ``release_compiled_code`` drops them between phases that share no
+compiled function; the next call of a jitted function compiles again.
 """
 
 from __future__ import annotations
