@@ -98,6 +98,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_DIFFERENCES)
@@ -240,9 +245,13 @@ class Trainer:
             old = yaml.safe_load(path.read_text()) or {}
             diffs = config_differences(old, new)
             if diffs:
+                was, now = _flatten(old), _flatten(new)
+                changed = "; ".join(f"{k}: {_short(was.get(k))} in {CONFIG_NAME}, {_short(now.get(k))} now"
+                                    for k in diffs)
                 raise ConfigError(
-                    f"{self.out} holds checkpoints of a run with a different config (keys {diffs}); "
-                    "use a new --out directory or the same config to resume"
+                    f"{self.out} holds checkpoints of a run with a different config ({changed}); "
+                    "use a new --out directory or the same config to resume (a moved run folder keeps the "
+                    "paths it was trained with)"
                 )
         if jax.process_index() == 0:
             path.write_text(yaml.safe_dump(new, sort_keys=False))
