@@ -411,7 +411,7 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
 
 def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
     """``seeds.json``: every seed's per-system figures, the means over seeds and the paired rows."""
-    from spark_jax.eval.paired import claim_pairs, paired_differences, seed_means
+    from spark_jax.eval.paired import claim_pairs, most_diverse_acting, paired_differences, seed_means
 
     keep = ("questions", "accuracy", "accuracy_ci95", "answered_rate", "accuracy_strict", "tool_entropy_bits",
             "header_entropy_bits", "tool_calls_per_question", "format_error_rate", "action_counts")
@@ -425,6 +425,7 @@ def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]])
             "per_seed": {str(seed): {n: {k: s[n].get(k) for k in keep} for n in s} for seed, s in systems.items()},
             "means": seed_means(systems),
             "paired": paired_differences(systems, claim_pairs(names)),
+            "most_diverse_acting": most_diverse_acting(systems),
         }
     return out
 
@@ -432,7 +433,8 @@ def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]])
 def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n_heldout: int) -> str:
     """The multi-seed ``experiment.md``: means over seeds and paired differences per mode, then
     every seed's own table (each also in ``seed_<s>/experiment.md``)."""
-    from spark_jax.eval.paired import claim_pairs, means_table, paired_differences, paired_table, seed_means
+    from spark_jax.eval.paired import (claim_pairs, means_table, most_diverse_acting, most_diverse_acting_text,
+                                       paired_differences, paired_table, seed_means)
     from spark_jax.eval.report import summary_table
 
     seeds = list(per_seed)
@@ -447,6 +449,7 @@ def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n
         names = list(next(iter(systems.values())))
         lines += [f"## {mode} mode: mean over seeds", "", f"![{mode} mode over seeds](seeds_{mode}.png)", "",
                   means_table(seed_means(systems)), "",
+                  most_diverse_acting_text(most_diverse_acting(systems), mode), "",
                   f"## {mode} mode: paired differences", "",
                   paired_table(paired_differences(systems, claim_pairs(names))), ""]
     lines += ["## Every seed", ""]

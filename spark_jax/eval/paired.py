@@ -130,6 +130,47 @@ def means_table(means: Mapping[str, Mapping[str, Mapping[str, Any]]], metrics=ME
     return "\n".join(lines)
 
 
+# a system "acts" in generate mode when at most this share of its policy turns are format errors
+ACTING_MAX_FORMAT_ERRORS = 0.05
+
+
+def most_diverse_acting(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
+                        max_format_errors: float = ACTING_MAX_FORMAT_ERRORS) -> dict[str, Any] | None:
+    """The system that acts with the most diverse tools: among those whose mean format-error rate
+    over seeds is at most ``max_format_errors`` and that call tools, the highest mean pooled tool
+    entropy over seeds. Returns ``{"system", "tool_entropy_bits", "format_error_rate", "runner_up",
+    "paired"}`` (``paired``: the pooled-entropy row of system − runner-up, None without a runner-up),
+    or None when no system acts."""
+    means = seed_means(per_seed, metrics=(("", "tool_entropy_bits"), ("", "format_error_rate")))
+    acting = sorted(((m["tool_entropy_bits"]["mean"], name) for name, m in means.items()
+                     if m["tool_entropy_bits"]["mean"] is not None and m["format_error_rate"]["mean"] is not None
+                     and m["format_error_rate"]["mean"] <= max_format_errors), reverse=True)
+    if not acting:
+        return None
+    (entropy, best), runner_up = acting[0], (acting[1][1] if len(acting) > 1 else None)
+    paired = None
+    if runner_up is not None:
+        (paired,) = paired_differences(per_seed, [(best, runner_up)],
+                                       metrics=(("pooled tool entropy (bits)", "tool_entropy_bits"),))
+    return {"system": best, "tool_entropy_bits": entropy,
+            "format_error_rate": means[best]["format_error_rate"]["mean"], "runner_up": runner_up, "paired": paired}
+
+
+def most_diverse_acting_text(choice: Mapping[str, Any] | None, mode: str) -> str:
+    """One Markdown line naming ``most_diverse_acting``'s choice and how far the runner-up is."""
+    rule = (f"{mode} mode; systems with at most {100 * ACTING_MAX_FORMAT_ERRORS:.0f}% format errors, highest mean "
+            "pooled tool entropy over seeds")
+    if choice is None:
+        return f"**Acting with the most diverse tools** ({rule}): no system acts."
+    text = (f"**Acting with the most diverse tools** ({rule}): {choice['system']}, "
+            f"{choice['tool_entropy_bits']:.2f} bits")
+    row = choice["paired"]
+    if row is None:
+        return text + "; no other system acts."
+    return (text + f"; {row['a']} − {row['b']} (the next): {_fmt_ci(row['mean'], row['ci95'], False)} bits, "
+            f"interval shows: {row['reading']}.")
+
+
 def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], per seed,
     and what the interval shows (``reading``)."""

@@ -158,6 +158,7 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
     assert ((out / "seed_3" / "eval_score" / "base.jsonl").read_text()
             == (out / "seed_4" / "eval_score" / "base.jsonl").read_text())
     assert "## score mode: mean over seeds" in table and "## score mode: paired differences" in table
+    assert "**Acting with the most diverse tools** (score mode;" in table
     for pair in ("PPO-rarity − SFT-rarity", "SFT-rarity − SFT-greedy", "SFT-greedy − base", "PPO-rarity − base"):
         for metric in ("pooled tool entropy (bits)", "per-state header entropy (bits)", "accuracy (%, official)"):
             assert f"| {pair} | {metric} |" in table
@@ -166,6 +167,8 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
     acc = [r for r in summary["modes"]["score"]["paired"] if r["a"] == "PPO-rarity" and r["b"] == "SFT-rarity"
            and r["key"] == "accuracy"][0]
     per_seed = summary["modes"]["score"]["per_seed"]
+    choice = summary["modes"]["score"]["most_diverse_acting"]
+    assert choice is None or choice["system"] in per_seed["3"]
     assert acc["differences"] == pytest.approx([per_seed[s]["PPO-rarity"]["accuracy"] - per_seed[s]["SFT-rarity"]
                                                 ["accuracy"] for s in ("3", "4")])
     # every answer is read in the default answer mode

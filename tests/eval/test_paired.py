@@ -96,3 +96,30 @@ def test_plot_seeds_writes_one_panel_per_figure(tmp_path):
     plot_seeds(tmp_path / "seeds.png", per_seed, "test")
     assert (tmp_path / "seeds.png").stat().st_size > 1000
     assert ("format errors (%)", "format_error_rate") in MEAN_METRICS
+
+
+def test_most_diverse_acting_skips_systems_that_do_not_act():
+    from spark_jax.eval.paired import most_diverse_acting, most_diverse_acting_text
+
+    def system(entropy, errors):
+        return {"tool_entropy_bits": entropy, "format_error_rate": errors}
+
+    per_seed = {s: {"base": system(None, 1.0),
+                    "loud": system(3.0, 0.5),  # the most diverse, but half its turns are format errors
+                    "A": system(2.0 + d, 0.0),
+                    "B": system(1.8 + d, 0.02 + d)} for s, d in enumerate([0.0, 0.05, 0.01])}
+    choice = most_diverse_acting(per_seed)
+    assert choice["system"] == "A" and choice["runner_up"] == "B"
+    assert choice["tool_entropy_bits"] == pytest.approx(2.02)
+    # the same 0.2 bits in every seed: the paired interval collapses onto it
+    assert choice["paired"]["differences"] == pytest.approx([0.2, 0.2, 0.2])
+    assert choice["paired"]["reading"] == "A > B"
+    text = most_diverse_acting_text(choice, "generate")
+    assert text.startswith("**Acting with the most diverse tools** (generate mode; systems with at most 5% format "
+                           "errors, highest mean pooled tool entropy over seeds): A, 2.02 bits; A − B (the next): "
+                           "0.20 [0.20, 0.20] bits, interval shows: A > B.")
+    alone = most_diverse_acting({s: {"A": v["A"], "loud": v["loud"]} for s, v in per_seed.items()})
+    assert alone["runner_up"] is None and alone["paired"] is None
+    assert most_diverse_acting_text(alone, "generate").endswith("A, 2.02 bits; no other system acts.")
+    assert most_diverse_acting({0: {"base": system(None, 1.0)}}) is None
+    assert most_diverse_acting_text(None, "generate").endswith("no system acts.")
