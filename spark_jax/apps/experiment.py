@@ -5,7 +5,10 @@ Stage 1 twice on the same MMLU-Pro training questions and seed (``lowest_viable`
 rate), then every arm and the base model on the held-out questions, in score mode and in
 generate mode. Every stage writes its own directory under ``--out`` and is skipped or resumed
 when it is there: Stage 1 and training resume by themselves, and each system's evaluation rows
-are kept once complete.
+are kept once complete. Each arm is evaluated right after its training, so an arm with complete
+rows needs its checkpoints only as the warm-start source of an arm still to be evaluated: a run
+folder carried to a new machine without ``checkpoints/`` (the large part) resumes from there, and
+retrains only such sources.
 
 Outputs: ``report_<mode>/`` (report.json, predictions, plots, report.md) per evaluation mode and
 ``experiment.md``, the table this command writes itself (label entropy of each Stage 1 run, and
@@ -261,35 +264,69 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
             stage1[selection] = out / f"stage1_{selection}"
             pipeline.run_stage1(env, gen_cfg, stage1[selection], questions=pool)
 
-    runs: dict[str, pathlib.Path] = {}
-    release_compiled_code()
-    for arm in cfg.arms:
-        algo, selection, init = parse_arm(arm)
-        name = arm_name(arm)
-        _stage(f"Stage 2: {name}, seed {seed}, {cfg.train_steps} steps")
-        with timings.stage(f"{arm_dir(arm)}_s"):
-            source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
-            runs[name] = pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed),
-                                            out / arm_dir(arm))
-
     if heldout_ids is None:
         manifest = pipeline.read_manifest(stage1[cfg.selections[0]])
         heldout = pipeline.split_questions(manifest, questions, "heldout", source=env.source)
     else:
         by_id = {q["question_id"]: q for q in questions}
         heldout = [by_id[i] for i in heldout_ids]
+    base = env.base if cfg.evaluate_base else None
+
+    def evaluate(mode: str, runs: dict[str, pathlib.Path], with_base: Any | None) -> list[dict[str, Any]]:
+        release_compiled_code()
+        with timings.stage(f"eval_{mode}_s"):
+            return _evaluate(cfg, mode, with_base, runs, heldout, out / f"eval_{mode}", seed=seed)
+
+    if base is not None:
+        for mode in cfg.eval_modes:
+            if base_rows is not None:
+                _reuse_rows(base_rows / f"eval_{mode}" / "base.jsonl", out / f"eval_{mode}" / "base.jsonl")
+            _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): base on {len(heldout)} held-out questions")
+            evaluate(mode, {}, base)
+
+    # Each arm is evaluated as soon as it is trained, so an evaluated arm is a finished unit: a run
+    # folder copied to a new machine without its checkpoints resumes without retraining any arm but
+    # the warm-start sources that an arm still to be evaluated needs.
+    runs = {arm_name(arm): out / arm_dir(arm) for arm in cfg.arms}
+    needed = _sources_still_needed(cfg, out)
+    for arm in cfg.arms:
+        algo, selection, init = parse_arm(arm)
+        name = arm_name(arm)
+        if arm not in needed and all(_evaluated(out, mode, name) for mode in cfg.eval_modes):
+            _stage(f"Stage 2: {name}, seed {seed}: trained and evaluated before, skipped")
+            continue
+        release_compiled_code()
+        _stage(f"Stage 2: {name}, seed {seed}, {cfg.train_steps} steps")
+        with timings.stage(f"{arm_dir(arm)}_s"):
+            source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
+            pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed), runs[name])
+        for mode in cfg.eval_modes:
+            if not _evaluated(out, mode, name):
+                _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {name} on {len(heldout)} "
+                       "held-out questions")
+                evaluate(mode, {name: runs[name]}, None)
+
     labels = {selection: summarize_run(d) for selection, d in stage1.items()}
     reports = {}
     for mode in cfg.eval_modes:
-        who = f"base and {len(runs)} arms" if cfg.evaluate_base else f"{len(runs)} arms (not the base model)"
-        _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {who} on {len(heldout)} held-out questions")
-        if base_rows is not None and cfg.evaluate_base:
-            _reuse_rows(base_rows / f"eval_{mode}" / "base.jsonl", out / f"eval_{mode}" / "base.jsonl")
-        release_compiled_code()
-        with timings.stage(f"eval_{mode}_s"):
-            rows = _evaluate(cfg, mode, env.base, runs, heldout, out / f"eval_{mode}", seed=seed)
+        rows = evaluate(mode, runs, base)  # every system's saved rows; only a missing one is evaluated
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
     return labels, reports, heldout
+
+
+def _evaluated(out: pathlib.Path, mode: str, name: str) -> bool:
+    """Whether system ``name`` has its complete rows for ``mode`` in the seed folder ``out``."""
+    return (out / f"eval_{mode}" / f"{name}.jsonl").is_file()
+
+
+def _sources_still_needed(cfg: ExperimentConfig, out: pathlib.Path) -> set[str]:
+    """The arms that an arm not yet evaluated in every mode warm-starts from."""
+    needed = set()
+    for arm in cfg.arms:
+        _, selection, init = parse_arm(arm)
+        if init and not all(_evaluated(out, mode, arm_name(arm)) for mode in cfg.eval_modes):
+            needed.add(f"{init}{ARM_SEPARATOR}{selection}")
+    return needed
 
 
 def _reuse_rows(src: pathlib.Path, dst: pathlib.Path) -> None:
@@ -332,9 +369,10 @@ class _Timings:
 EVAL_CHUNK = 32  # questions per saved chunk (two decode batches): a stopped evaluation resumes there
 
 
-def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathlib.Path],
+def _evaluate(cfg: ExperimentConfig, mode: str, base: Any | None, runs: dict[str, pathlib.Path],
               heldout: list[dict[str, Any]], out: pathlib.Path, seed: int | None = None) -> list[dict[str, Any]]:
-    """Every system's rows. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
+    """The rows of the base model (unless ``base`` is None) and of each run in ``runs``, in that
+    order; a run's model is loaded only when some of its rows are missing. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
     ``<system>.jsonl`` when the system is complete; saved rows are not evaluated again."""
     from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
@@ -346,7 +384,7 @@ def _evaluate(cfg: ExperimentConfig, mode: str, base: Any, runs: dict[str, pathl
                             max_answer_tokens=cfg.max_tokens_answer, observation_chars=cfg.max_observation_chars,
                             seed=cfg.seed if seed is None else seed, answer_mode=cfg.answer_mode)
     rows: list[dict[str, Any]] = []
-    for name, load in pipeline.systems((lambda: base) if cfg.evaluate_base else None, runs):
+    for name, load in pipeline.systems(None if base is None else (lambda: base), runs):
         path, partial = out / f"{name}.jsonl", out / f"{name}.partial.jsonl"
         if path.is_file():
             rows += _read_rows(path)

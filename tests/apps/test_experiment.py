@@ -145,7 +145,9 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
     out = tmp_path / "exp"
     table = run_experiment(cfg, out)
     phases = [e for i, e in enumerate(events) if i == 0 or e != events[i - 1]]
-    assert phases == ["release", "stage1", "release", "train", "release", "eval"] * 2
+    # the base model first, then each arm evaluated as soon as it is trained; a last pass reads the rows
+    per_arm = ["release", "train", "release", "eval"] * 3
+    assert phases == (["release", "stage1", "release", "eval"] + per_arm + ["release", "eval"]) * 2
     # the held-out questions are the same for both seeds; the Stage 1 training samples differ
     heldout = {s: [json.loads(x)["question_id"] for x in (out / f"seed_{s}" / "eval_score" / "SFT-rarity.jsonl")
                    .read_text().splitlines()] for s in (3, 4)}
@@ -180,6 +182,44 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
     assert len(stamps) == 8
     assert run_experiment(cfg, out) == table
     assert {p: p.stat().st_mtime_ns for p in out.glob("seed_*/eval_score/*.jsonl")} == stamps
+
+
+@pytest.mark.slow
+def test_a_run_folder_without_checkpoints_retrains_only_what_an_unevaluated_arm_needs(tmp_path, monkeypatch):
+    """A new machine gets the run folder without its checkpoints (too big to carry): evaluated arms
+    are not retrained, but the warm-start source of an arm still to be evaluated is."""
+    import shutil
+
+    from spark_jax.apps import pipeline
+    from spark_jax.testing.tiny_chat import build_tiny_chat_model
+
+    trained = []
+    train_arm = pipeline.train_arm
+    monkeypatch.setattr(pipeline, "train_arm", lambda cfg, run_dir: (trained.append(run_dir.name),
+                                                                     train_arm(cfg, run_dir))[1])
+    model = build_tiny_chat_model(tmp_path / "model")
+    data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 4, "law": 4}))
+    cfg = ExperimentConfig(model=str(model), data=str(data), train_questions=3, heldout_per_category=1,
+                           rollout_steps=2, train_steps=1, batch_size=2, lora_rank=2, eval_steps=1,
+                           arms=("sft:greedy", "sft:lowest_viable", "ppo:lowest_viable@sft"), eval_modes=("score",),
+                           max_tokens_tool=8, max_tokens_thought=8, max_tokens_answer=8, concurrency=4)
+    out = tmp_path / "exp"
+    run_experiment(cfg, out)
+    assert trained == ["train_sft_greedy", "train_sft_lowest_viable", "train_ppo_lowest_viable_from_sft"]
+    for checkpoints in out.glob("train_*/checkpoints"):
+        shutil.rmtree(checkpoints)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval_score").glob("*.jsonl")}
+
+    trained.clear()  # every arm evaluated: nothing is retrained, and the table is the same
+    run_experiment(cfg, out)
+    assert trained == []
+
+    (out / "eval_score" / "PPO-rarity-from-SFT.jsonl").unlink()  # the last arm was not evaluated
+    run_experiment(cfg, out)
+    assert trained == ["train_sft_lowest_viable", "train_ppo_lowest_viable_from_sft"]
+    again = {p.name: p.stat().st_mtime_ns for p in (out / "eval_score").glob("*.jsonl")}
+    assert {k: v for k, v in again.items() if k != "PPO-rarity-from-SFT.jsonl"} == {
+        k: v for k, v in stamps.items() if k != "PPO-rarity-from-SFT.jsonl"}
 
 
 def test_seeds_must_be_distinct():
