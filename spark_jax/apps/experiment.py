@@ -372,8 +372,9 @@ EVAL_CHUNK = 32  # questions per saved chunk (two decode batches): a stopped eva
 def _evaluate(cfg: ExperimentConfig, mode: str, base: Any | None, runs: dict[str, pathlib.Path],
               heldout: list[dict[str, Any]], out: pathlib.Path, seed: int | None = None) -> list[dict[str, Any]]:
     """The rows of the base model (unless ``base`` is None) and of each run in ``runs``, in that
-    order; a run's model is loaded only when some of its rows are missing. ``<system>.partial.jsonl`` is rewritten after each chunk and becomes
-    ``<system>.jsonl`` when the system is complete; saved rows are not evaluated again."""
+    order; a run's model is loaded only when some of its rows are missing. ``<system>.partial.jsonl``
+    is rewritten after each chunk and becomes ``<system>.jsonl`` when the system is complete; saved
+    rows are not evaluated again."""
     from spark_jax.apps import pipeline
     from spark_jax.eval.agent import AgentConfig
     from spark_jax.eval.evaluate import evaluate_systems
