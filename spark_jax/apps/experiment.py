@@ -286,20 +286,29 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
 
     # Each arm is evaluated as soon as it is trained, so an evaluated arm is a finished unit: a run
     # folder copied to a new machine without its checkpoints resumes without retraining any arm but
-    # the warm-start sources that an arm still to be evaluated needs.
+    # the warm-start source of an arm still to be evaluated, retrained right before that arm (not
+    # up front: a stop before the arm would lose the retraining as well).
     runs = {arm_name(arm): out / arm_dir(arm) for arm in cfg.arms}
-    needed = _sources_still_needed(cfg, out)
-    for arm in cfg.arms:
+
+    def train(arm: str) -> None:
         algo, selection, init = parse_arm(arm)
-        name = arm_name(arm)
-        if arm not in needed and all(_evaluated(out, mode, name) for mode in cfg.eval_modes):
-            _stage(f"Stage 2: {name}, seed {seed}: trained and evaluated before, skipped")
-            continue
         release_compiled_code()
-        _stage(f"Stage 2: {name}, seed {seed}, {cfg.train_steps} steps")
+        _stage(f"Stage 2: {arm_name(arm)}, seed {seed}, {cfg.train_steps} steps")
         with timings.stage(f"{arm_dir(arm)}_s"):
             source = out / arm_dir(f"{init}{ARM_SEPARATOR}{selection}") if init else None
-            pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed), runs[name])
+            pipeline.train_arm(train_config(cfg, algo, stage1[selection], source, seed=seed), runs[arm_name(arm)])
+
+    for arm in cfg.arms:
+        _, selection, init = parse_arm(arm)
+        name = arm_name(arm)
+        if all(_evaluated(out, mode, name) for mode in cfg.eval_modes):
+            _stage(f"Stage 2: {name}, seed {seed}: trained and evaluated before, skipped")
+            continue
+        source = f"{init}{ARM_SEPARATOR}{selection}"
+        if init and not _trained(out / arm_dir(source), cfg.train_steps):
+            _stage(f"{name} warm-starts from {arm_name(source)}, whose checkpoints are not here: retraining it")
+            train(source)
+        train(arm)
         for mode in cfg.eval_modes:
             if not _evaluated(out, mode, name):
                 _stage(f"Evaluation ({mode}, {cfg.eval_steps} policy actions): {name} on {len(heldout)} "
@@ -319,14 +328,9 @@ def _evaluated(out: pathlib.Path, mode: str, name: str) -> bool:
     return (out / f"eval_{mode}" / f"{name}.jsonl").is_file()
 
 
-def _sources_still_needed(cfg: ExperimentConfig, out: pathlib.Path) -> set[str]:
-    """The arms that an arm not yet evaluated in every mode warm-starts from."""
-    needed = set()
-    for arm in cfg.arms:
-        _, selection, init = parse_arm(arm)
-        if init and not all(_evaluated(out, mode, arm_name(arm)) for mode in cfg.eval_modes):
-            needed.add(f"{init}{ARM_SEPARATOR}{selection}")
-    return needed
+def _trained(run_dir: pathlib.Path, steps: int) -> bool:
+    """Whether the train run ``run_dir`` holds its final (step ``steps``) checkpoint."""
+    return (run_dir / "checkpoints" / str(steps)).is_dir()
 
 
 def _reuse_rows(src: pathlib.Path, dst: pathlib.Path) -> None:

@@ -187,7 +187,8 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
 @pytest.mark.slow
 def test_a_run_folder_without_checkpoints_retrains_only_what_an_unevaluated_arm_needs(tmp_path, monkeypatch):
     """A new machine gets the run folder without its checkpoints (too big to carry): evaluated arms
-    are not retrained, but the warm-start source of an arm still to be evaluated is."""
+    are not retrained, but the warm-start source of an arm still to be evaluated is, right before
+    that arm (a stop before it would otherwise lose the retraining too)."""
     import shutil
 
     from spark_jax.apps import pipeline
@@ -201,12 +202,13 @@ def test_a_run_folder_without_checkpoints_retrains_only_what_an_unevaluated_arm_
     data = write_jsonl(tmp_path / "q.jsonl", make_bank({"math": 4, "law": 4}))
     cfg = ExperimentConfig(model=str(model), data=str(data), train_questions=3, heldout_per_category=1,
                            rollout_steps=2, train_steps=1, batch_size=2, lora_rank=2, eval_steps=1,
-                           selections=("lowest_viable",), arms=("sft:lowest_viable", "ppo:lowest_viable@sft"),
+                           selections=("lowest_viable",),
+                           arms=("sft:lowest_viable", "ppo:lowest_viable", "ppo:lowest_viable@sft"),
                            eval_modes=("score",), max_tokens_tool=8, max_tokens_thought=8, max_tokens_answer=8,
                            concurrency=4)
     out = tmp_path / "exp"
     run_experiment(cfg, out)
-    assert trained == ["train_sft_lowest_viable", "train_ppo_lowest_viable_from_sft"]
+    assert trained == ["train_sft_lowest_viable", "train_ppo_lowest_viable", "train_ppo_lowest_viable_from_sft"]
     for checkpoints in out.glob("train_*/checkpoints"):
         shutil.rmtree(checkpoints)
     rows = out / "eval_score"
@@ -216,12 +218,15 @@ def test_a_run_folder_without_checkpoints_retrains_only_what_an_unevaluated_arm_
     run_experiment(cfg, out)
     assert trained == []
 
-    (rows / "PPO-rarity-from-SFT.jsonl").unlink()  # the warm-started arm was not evaluated yet
+    redo = ("PPO-rarity.jsonl", "PPO-rarity-from-SFT.jsonl")  # not evaluated yet
+    for name in redo:
+        (rows / name).unlink()
     run_experiment(cfg, out)
-    assert trained == ["train_sft_lowest_viable", "train_ppo_lowest_viable_from_sft"]
-    assert (rows / "PPO-rarity-from-SFT.jsonl").is_file()
-    assert {p.name: p.stat().st_mtime_ns for p in rows.glob("*.jsonl") if p.name != "PPO-rarity-from-SFT.jsonl"} \
-        == {k: v for k, v in stamps.items() if k != "PPO-rarity-from-SFT.jsonl"}
+    # the plain PPO arm first, then the SFT source right before the arm that warm-starts from it
+    assert trained == ["train_ppo_lowest_viable", "train_sft_lowest_viable", "train_ppo_lowest_viable_from_sft"]
+    assert all((rows / name).is_file() for name in redo)
+    assert {p.name: p.stat().st_mtime_ns for p in rows.glob("*.jsonl") if p.name not in redo} \
+        == {k: v for k, v in stamps.items() if k not in redo}
 
 
 def test_seeds_must_be_distinct():
