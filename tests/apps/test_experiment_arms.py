@@ -29,15 +29,19 @@ def test_warm_started_and_candidate_arms():
 def test_seeded_experiment_config_loads_with_every_arm():
     import pathlib
 
-    from spark_jax.apps.experiment import arm_name
+    from spark_jax.apps.experiment import arm_name, parse_arm
     from spark_jax.core.config_io import load_config
     from spark_jax.eval.paired import claim_pairs
 
     path = pathlib.Path(__file__).resolve().parents[2] / "configs/experiments/smollm2_seeds.yaml"
     cfg = load_config(ExperimentConfig, str(path), [])
     names = ["base", *(arm_name(a) for a in cfg.arms)]
-    assert names == ["base", "SFT-greedy", "SFT-rarity", "SFT-rarity-from-SFT", "PPO-rarity-from-SFT",
-                     "PPO-greedy-from-SFT", "CAND-rarity-from-SFT"]
+    assert names == ["base", "SFT-greedy", "PPO-greedy-from-SFT", "SFT-rarity", "SFT-rarity-from-SFT",
+                     "PPO-rarity-from-SFT", "CAND-rarity-from-SFT"]
+    # each warm-start source is followed by the arms that start from it, so a resume without
+    # checkpoints retrains a source at most once per interruption
+    sources = [f"{init}:{selection}" if init else arm for arm in cfg.arms for _, selection, init in [parse_arm(arm)]]
+    assert all(sources.index(s) == i or sources[i - 1] == s for i, s in enumerate(sources))
     assert len(cfg.seeds) >= 3 and cfg.updates_per_batch == 2
     pairs = claim_pairs(names)
     assert ("PPO-rarity-from-SFT", "SFT-rarity-from-SFT") in pairs
