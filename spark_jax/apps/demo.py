@@ -27,6 +27,8 @@ DEMO_ARMS = {
     "ppo": ("ppo", False, "SPaRK (PPO)"),
     "ppo@sft": ("ppo", True, "SPaRK (PPO from SFT)"),
     "cand@sft": ("cand", True, "Candidates (from SFT)"),
+    # the experiment's compute-matched SFT: the demo's SFT run trained train_steps more
+    "sft@sft": ("sft", True, "SFT (from SFT)"),
 }
 
 
@@ -53,7 +55,7 @@ class DemoConfig:
     # the action distribution a few training steps produce; generate needs longer training for it.
     eval_mode: str = "score"
     # The third system, beside base and SFT (DEMO_ARMS): PPO from the base model, or an arm
-    # warm-started from the demo's SFT run (PPO's token objective, or the candidate objective).
+    # warm-started from the demo's SFT run (PPO's token objective, the candidate objective, or SFT).
     arm: str = "ppo"
     seed: int = 0
     reference_preds: str | None = None

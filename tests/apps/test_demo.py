@@ -51,7 +51,7 @@ def test_demo_config_validation():
 
 
 @pytest.mark.parametrize("arm, algo, init, xent", [("ppo", "ppo", False, False), ("ppo@sft", "ppo", True, False),
-                                                    ("cand@sft", "ppo", True, True)])
+                                                    ("cand@sft", "ppo", True, True), ("sft@sft", "sft", True, False)])
 def test_demo_arm_train_configs(tmp_path, arm, algo, init, xent):
     from spark_jax.apps.demo import DEMO_ARMS, train_config
 
