@@ -207,32 +207,33 @@ def run_experiment(cfg: ExperimentConfig, out: pathlib.Path) -> str:
         return table
 
     _, heldout_ids = mmlu_pro.stratified_split(questions, 0, cfg.heldout_per_category, cfg.seed)
-    per_seed: dict[int, tuple[dict, dict]] = {}
+    per_seed: dict[int, tuple[dict, dict, dict]] = {}
     first = out / f"seed_{cfg.seeds[0]}"
     for seed in cfg.seeds:
         _stage(f"seed {seed}")
         seed_out = out / f"seed_{seed}"
         seed_out.mkdir(parents=True, exist_ok=True)
         timings = _Timings(seed_out / "timings.json")
-        labels, reports, _ = _run_seed(cfg, seed, seed_out, env, timings, heldout_ids=heldout_ids,
-                                       base_rows=None if seed_out == first else first)
+        labels, reports, rows = _run_seed(cfg, seed, seed_out, env, timings, heldout_ids=heldout_ids,
+                                          base_rows=None if seed_out == first else first)
         table = experiment_table(cfg, labels, reports, timings.totals(this_invocation_s=time.perf_counter() - t0))
         (seed_out / "experiment.md").write_text(table)
-        per_seed[seed] = (labels, reports)
+        per_seed[seed] = (labels, reports, rows)
     table = seeds_table(cfg, per_seed, len(heldout_ids))
     (out / "experiment.md").write_text(table)
     from spark_jax.eval.paired import plot_seeds
 
     for mode in cfg.eval_modes:
-        plot_seeds(out / f"seeds_{mode}.png", {seed: reports[mode] for seed, (_, reports) in per_seed.items()},
+        plot_seeds(out / f"seeds_{mode}.png", {seed: reports[mode] for seed, (_, reports, _) in per_seed.items()},
                    f"{mode} mode over {len(per_seed)} seeds")
     (out / "seeds.json").write_text(json.dumps(seeds_summary(cfg, per_seed), indent=2, allow_nan=False))
     return table
 
 
 def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings: "_Timings", *,
-              heldout_ids: list[int] | None, base_rows: pathlib.Path | None) -> tuple[dict, dict, list]:
-    """One seed's Stage 1 runs, arms and evaluations in ``out``: (labels, reports, held-out questions).
+              heldout_ids: list[int] | None, base_rows: pathlib.Path | None) -> tuple[dict, dict, dict]:
+    """One seed's Stage 1 runs, arms and evaluations in ``out``: (labels, reports, rows), with
+    ``reports`` ``{mode: summary}`` and ``rows`` ``{mode: {system: evaluation rows}}``.
 
     ``heldout_ids``: fixed held-out questions, kept out of the Stage 1 pool (None: Stage 1 draws
     them with ``seed``, the single-seed layout). ``base_rows``: a seed folder whose base-model
@@ -316,11 +317,14 @@ def _run_seed(cfg: ExperimentConfig, seed: int, out: pathlib.Path, env, timings:
                 evaluate(mode, {name: runs[name]}, None)
 
     labels = {selection: summarize_run(d) for selection, d in stage1.items()}
-    reports = {}
+    reports, rows_by_mode = {}, {}
     for mode in cfg.eval_modes:
         rows = evaluate(mode, runs, base)  # every system's saved rows; only a missing one is evaluated
         reports[mode] = _report(cfg, mode, rows, labels, out / f"report_{mode}", len(heldout))
-    return labels, reports, heldout
+        rows_by_mode[mode] = {}
+        for row in rows:
+            rows_by_mode[mode].setdefault(row["model"], []).append(row)
+    return labels, reports, rows_by_mode
 
 
 def _evaluated(out: pathlib.Path, mode: str, name: str) -> bool:
@@ -452,51 +456,57 @@ def experiment_table(cfg: ExperimentConfig, labels: dict[str, dict], reports: di
     return "\n".join(lines)
 
 
-def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]]) -> dict[str, Any]:
-    """``seeds.json``: every seed's per-system figures, the means over seeds and the paired rows."""
+def seeds_summary(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict, dict]]) -> dict[str, Any]:
+    """``seeds.json``: every seed's per-system figures, the means over seeds and the paired rows
+    (intervals over seeds and over questions). ``per_seed``: ``{seed: (labels, reports, rows)}``."""
     from spark_jax.eval.paired import claim_pairs, most_diverse_acting, paired_differences, seed_means
 
     keep = ("questions", "accuracy", "accuracy_ci95", "answered_rate", "accuracy_strict", "tool_entropy_bits",
             "header_entropy_bits", "tool_calls_per_question", "format_error_rate", "action_counts")
     out: dict[str, Any] = {"seeds": list(per_seed), "label_entropy_bits": {
         str(seed): {sel: lab["selection_entropy_bits"] for sel, lab in labels.items()}
-        for seed, (labels, _) in per_seed.items()}, "modes": {}}
+        for seed, (labels, _, _) in per_seed.items()}, "modes": {}}
     for mode in cfg.eval_modes:
-        systems = {seed: reports[mode] for seed, (_, reports) in per_seed.items()}
+        systems = {seed: reports[mode] for seed, (_, reports, _) in per_seed.items()}
+        rows = {seed: seed_rows[mode] for seed, (_, _, seed_rows) in per_seed.items()}
         names = list(next(iter(systems.values())))
         out["modes"][mode] = {
             "per_seed": {str(seed): {n: {k: s[n].get(k) for k in keep} for n in s} for seed, s in systems.items()},
             "means": seed_means(systems),
-            "paired": paired_differences(systems, claim_pairs(names)),
-            "most_diverse_acting": most_diverse_acting(systems),
+            "paired": paired_differences(systems, claim_pairs(names), question_rows=rows),
+            "most_diverse_acting": most_diverse_acting(systems, question_rows=rows),
         }
     return out
 
 
-def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict]], n_heldout: int) -> str:
+def seeds_table(cfg: ExperimentConfig, per_seed: dict[int, tuple[dict, dict, dict]], n_heldout: int) -> str:
     """The multi-seed ``experiment.md``: means over seeds and paired differences per mode, then
     every seed's own table (each also in ``seed_<s>/experiment.md``)."""
-    from spark_jax.eval.paired import (claim_pairs, means_table, most_diverse_acting, most_diverse_acting_text,
-                                       paired_differences, paired_table, seed_means)
+    from spark_jax.eval.paired import (QUESTION_BOOTSTRAP_RESAMPLES, claim_pairs, means_table, most_diverse_acting,
+                                       most_diverse_acting_text, paired_differences, paired_table, seed_means)
     from spark_jax.eval.report import summary_table
 
     seeds = list(per_seed)
     lines = [f"# SPaRK entropy experiment over {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
              f"Held-out questions: {n_heldout}, the same for every seed (drawn with seed {cfg.seed}). Each seed "
              "draws its own Stage 1 training sample, LoRA initialisation and data order. Intervals: 95% Student t "
-             "over seeds (paired across arms for differences; none with one seed). Pooled tool entropy: entropy "
+             "over seeds (paired across arms for differences; none with one seed). Each difference also has a 95% "
+             "paired bootstrap interval over the held-out questions (one resample shared by both arms and every "
+             f"seed, {QUESTION_BOOTSTRAP_RESAMPLES} resamples), as the seed interval holds the questions fixed; a "
+             "difference is read as shown only when both intervals exclude 0. Pooled tool entropy: entropy "
              "of the tool choices pooled over all questions (SPaRK's claim); per-state header entropy: mean "
              "entropy of the policy's distribution over the ten action headers at each state (score mode).", ""]
     for mode in cfg.eval_modes:
-        systems = {seed: reports[mode] for seed, (_, reports) in per_seed.items()}
+        systems = {seed: reports[mode] for seed, (_, reports, _) in per_seed.items()}
+        rows = {seed: seed_rows[mode] for seed, (_, _, seed_rows) in per_seed.items()}
         names = list(next(iter(systems.values())))
         lines += [f"## {mode} mode: mean over seeds", "", f"![{mode} mode over seeds](seeds_{mode}.png)", "",
                   means_table(seed_means(systems)), "",
-                  most_diverse_acting_text(most_diverse_acting(systems), mode), "",
+                  most_diverse_acting_text(most_diverse_acting(systems, question_rows=rows), mode), "",
                   f"## {mode} mode: paired differences", "",
-                  paired_table(paired_differences(systems, claim_pairs(names))), ""]
+                  paired_table(paired_differences(systems, claim_pairs(names), question_rows=rows)), ""]
     lines += ["## Every seed", ""]
-    for seed, (labels, reports) in per_seed.items():
+    for seed, (labels, reports, _) in per_seed.items():
         lines += [f"### seed {seed}", ""]
         for sel, lab in labels.items():
             lines.append(f"- Stage 1 {sel}: {lab['questions']} questions, label entropy "

@@ -120,7 +120,7 @@ def format_error_rate(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return sum(int(r.get("format_errors", 0)) for r in rows) / turns if turns > 0 else None
 
 
-def _entropy_rows_bits(counts: np.ndarray) -> np.ndarray:
+def entropy_rows_bits(counts: np.ndarray) -> np.ndarray:
     """Entropy (bits) of each row of a non-negative ``[R, A]`` count matrix; NaN for an all-zero row."""
     total = counts.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -150,7 +150,7 @@ def bootstrap_entropy_interval(
         r = min(chunk, n_boot - start)
         idx = rng.integers(0, q, size=(r, q))
         weights = np.bincount((idx + q * np.arange(r)[:, None]).ravel(), minlength=r * q).reshape(r, q)
-        ents.append(_entropy_rows_bits(weights @ counts))
+        ents.append(entropy_rows_bits(weights @ counts))
     ents = np.concatenate(ents)
     ents = ents[~np.isnan(ents)]
     if ents.size == 0:

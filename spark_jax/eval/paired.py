@@ -4,6 +4,14 @@ Every seed trains every arm on its own Stage 1 sample, LoRA initialisation and d
 all arms are evaluated on the same held-out questions, so a difference between two arms can be
 taken seed by seed (``d_s = a_s - b_s``) and its uncertainty comes from the spread over seeds:
 mean(d) ± t_{0.975, n-1} · sd(d) / sqrt(n), the paired t interval (none for a single seed).
+
+That interval holds the held-out questions fixed: every seed answers the same ones, so it says
+nothing about which questions were drawn, and with a few seeds it can even collapse (three equal
+differences give a zero-width interval). Given the question rows, each difference also gets a
+paired bootstrap interval over questions: one resample of the held-out questions, shared by both
+arms and every seed, recomputes each figure (pooled entropy from the resampled action counts) and
+the mean over seeds of the difference. A difference is read as shown only when both intervals
+exclude 0 on the same side.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from spark_jax.eval.metrics import entropy_rows_bits, header_entropy_bits, tool_actions
 
 # (label, summary key) of the figures the claim rests on, in table order
 PAIRED_METRICS = (
@@ -58,26 +68,108 @@ def claim_pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
     return kept
 
 
-def reading(a: str, b: str, ci95: Sequence[float] | None) -> str:
-    """What the 95% paired interval of ``a − b`` shows: ``a > b`` or ``a < b`` when it excludes 0,
-    ``no difference shown`` when it spans 0, ``no interval`` with fewer than two seeds."""
+def reading(a: str, b: str, ci95: Sequence[float] | None,
+            ci95_questions: Sequence[float] | None | str = "not computed") -> str:
+    """What the 95% paired intervals of ``a − b`` show: ``a > b`` or ``a < b`` when the interval
+    over seeds excludes 0, and so does the one over questions when it was computed (any value but
+    the default); ``no difference shown`` when either spans 0 or they disagree; ``no interval``
+    with fewer than two seeds."""
     if ci95 is None:
         return "no interval"
-    lo, hi = ci95
-    if lo > 0:
+    bounds = [ci95] if isinstance(ci95_questions, str) else [ci95, ci95_questions]
+    if any(ci is None for ci in bounds):
+        return "no difference shown"
+    if all(ci[0] > 0 for ci in bounds):
         return f"{a} > {b}"
-    if hi < 0:
+    if all(ci[1] < 0 for ci in bounds):
         return f"{a} < {b}"
     return "no difference shown"
 
 
+# the figures a question resample can recompute, by summary key
+QUESTION_LEVEL_KEYS = ("accuracy", "tool_entropy_bits", "header_entropy_bits")
+QUESTION_BOOTSTRAP_RESAMPLES = 2000
+
+
+def _aligned_rows(rows: Sequence[Mapping[str, Any]], ids: Sequence[Any], where: str) -> list[Mapping[str, Any]]:
+    """``rows`` in the order of ``ids``; a ValueError naming ``where`` unless they are exactly those questions."""
+    by_id = {r["question_id"]: r for r in rows}
+    if len(by_id) != len(rows):
+        raise ValueError(f"{where}: a question appears twice in the evaluation rows")
+    missing, extra = [i for i in ids if i not in by_id], sorted(set(by_id) - set(ids), key=str)
+    if missing or extra:
+        raise ValueError(f"{where}: the evaluation rows are not the held-out questions the other systems answered "
+                         f"(missing question_id {missing[:5]}, unexpected {extra[:5]})")
+    return [by_id[i] for i in ids]
+
+
+def resampled_figure(rows: Sequence[Mapping[str, Any]], key: str, weights: np.ndarray) -> np.ndarray:
+    """``key``'s summary figure under each question resample: ``weights`` ``[R, Q]`` (how often each of
+    the ``Q`` rows is drawn) -> ``[R]``, NaN where undefined (no tool call, no header scores).
+    All-ones weights give :func:`spark_jax.eval.metrics.summarize_system`'s figure."""
+    if key == "accuracy":
+        correct = np.array([float(bool(r["correct"])) for r in rows])
+        return weights @ correct / weights.sum(axis=1)
+    if key == "tool_entropy_bits":
+        names = sorted({a for r in rows for a in tool_actions(r)})
+        counts = np.zeros((len(rows), len(names)))
+        for i, r in enumerate(rows):
+            for a in tool_actions(r):
+                counts[i, names.index(a)] += 1
+        return entropy_rows_bits(weights @ counts)
+    if key == "header_entropy_bits":
+        scored = np.array([float(bool(r.get("header_logprobs"))) for r in rows])
+        per_question = np.array([np.mean([header_entropy_bits(s) for s in r["header_logprobs"]])
+                                 if r.get("header_logprobs") else 0.0 for r in rows])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (weights @ per_question) / (weights @ scored)
+    raise ValueError(f"no question-level figure for {key!r}; known: {', '.join(QUESTION_LEVEL_KEYS)}")
+
+
+def question_bootstrap_interval(rows_per_seed: Mapping[Any, Mapping[str, Sequence[Mapping[str, Any]]]], a: str,
+                                b: str, key: str, seeds: Sequence[Any], n_boot: int = QUESTION_BOOTSTRAP_RESAMPLES,
+                                rng_seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of mean over ``seeds`` of (``a`` − ``b``)'s ``key`` when the held-out
+    questions are resampled with replacement: one resample per replicate, shared by both systems and
+    every seed (they answered the same questions). ``rows_per_seed``: ``{seed: {system: rows}}``.
+    Replicates where a figure is undefined are dropped; None without seeds or defined replicates."""
+    if not seeds:
+        return None
+    try:
+        first = rows_per_seed[seeds[0]][a]
+    except KeyError:
+        raise ValueError(f"seed {seeds[0]}: no evaluation rows for {a}") from None
+    ids = [r["question_id"] for r in first]
+    q = len(ids)
+    if q == 0:
+        return None
+    weights = np.random.default_rng(rng_seed).multinomial(q, np.full(q, 1.0 / q), size=n_boot).astype(np.float64)
+    total = np.zeros(n_boot)
+    for seed in seeds:
+        for sign, name in ((1.0, a), (-1.0, b)):
+            rows = (rows_per_seed.get(seed) or {}).get(name)
+            if rows is None:
+                raise ValueError(f"seed {seed}: no evaluation rows for {name}")
+            total += sign * resampled_figure(_aligned_rows(rows, ids, f"seed {seed}, {name}"), key, weights)
+    means = total[~np.isnan(total)] / len(seeds)
+    if means.size == 0:
+        return None
+    alpha = (1 - level) / 2
+    lo, hi = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
+
+
 def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
-                       pairs: Sequence[tuple[str, str]], metrics=PAIRED_METRICS) -> list[dict[str, Any]]:
+                       pairs: Sequence[tuple[str, str]], metrics=PAIRED_METRICS,
+                       question_rows: Mapping[Any, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
+                       ) -> list[dict[str, Any]]:
     """One row per (pair, metric): the per-seed differences, their mean and 95% t interval.
 
     ``per_seed``: ``{seed: {system: summary}}`` (``report.json``'s ``systems`` of each seed). A seed
     where either side lacks the figure (e.g. no tool call: no pooled entropy) is left out of that
-    row, and ``seeds`` says which ones count.
+    row, and ``seeds`` says which ones count. With ``question_rows`` (``{seed: {system: evaluation
+    rows}}``) each row also gets ``ci95_questions`` (:func:`question_bootstrap_interval` over those
+    seeds), and ``reading`` needs both intervals.
     """
     rows = []
     for a, b in pairs:
@@ -89,9 +181,15 @@ def paired_differences(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
                     diffs.append(float(va) - float(vb))
                     seeds.append(seed)
             ci = t_interval(diffs)
-            rows.append({"a": a, "b": b, "metric": label, "key": key, "seeds": seeds, "differences": diffs,
-                         "mean": float(np.mean(diffs)) if diffs else None, "ci95": list(ci) if ci else None,
-                         "reading": reading(a, b, ci)})
+            row = {"a": a, "b": b, "metric": label, "key": key, "seeds": seeds, "differences": diffs,
+                   "mean": float(np.mean(diffs)) if diffs else None, "ci95": list(ci) if ci else None}
+            if question_rows is None:
+                row["reading"] = reading(a, b, ci)
+            else:
+                ciq = question_bootstrap_interval(question_rows, a, b, key, seeds)
+                row["ci95_questions"] = list(ciq) if ciq else None
+                row["reading"] = reading(a, b, ci, ciq)
+            rows.append(row)
     return rows
 
 
@@ -135,12 +233,14 @@ ACTING_MAX_FORMAT_ERRORS = 0.05
 
 
 def most_diverse_acting(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
-                        max_format_errors: float = ACTING_MAX_FORMAT_ERRORS) -> dict[str, Any] | None:
+                        max_format_errors: float = ACTING_MAX_FORMAT_ERRORS,
+                        question_rows: Mapping[Any, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
+                        ) -> dict[str, Any] | None:
     """The system that acts with the most diverse tools: among those whose mean format-error rate
     over seeds is at most ``max_format_errors`` and that call tools, the highest mean pooled tool
     entropy over seeds. Returns ``{"system", "tool_entropy_bits", "format_error_rate", "runner_up",
-    "paired"}`` (``paired``: the pooled-entropy row of system − runner-up, None without a runner-up),
-    or None when no system acts."""
+    "paired"}`` (``paired``: the pooled-entropy row of system − runner-up, None without a runner-up,
+    with its interval over questions when ``question_rows`` is given), or None when no system acts."""
     means = seed_means(per_seed, metrics=(("", "tool_entropy_bits"), ("", "format_error_rate")))
     acting = sorted(((m["tool_entropy_bits"]["mean"], name) for name, m in means.items()
                      if m["tool_entropy_bits"]["mean"] is not None and m["format_error_rate"]["mean"] is not None
@@ -151,7 +251,8 @@ def most_diverse_acting(per_seed: Mapping[Any, Mapping[str, Mapping[str, Any]]],
     paired = None
     if runner_up is not None:
         (paired,) = paired_differences(per_seed, [(best, runner_up)],
-                                       metrics=(("pooled tool entropy (bits)", "tool_entropy_bits"),))
+                                       metrics=(("pooled tool entropy (bits)", "tool_entropy_bits"),),
+                                       question_rows=question_rows)
     return {"system": best, "tool_entropy_bits": entropy,
             "format_error_rate": means[best]["format_error_rate"]["mean"], "runner_up": runner_up, "paired": paired}
 
@@ -167,19 +268,30 @@ def most_diverse_acting_text(choice: Mapping[str, Any] | None, mode: str) -> str
     row = choice["paired"]
     if row is None:
         return text + "; no other system acts."
-    return (text + f"; {row['a']} − {row['b']} (the next): {_fmt_ci(row['mean'], row['ci95'], False)} bits, "
-            f"interval shows: {row['reading']}.")
+    over_questions = ""
+    if "ci95_questions" in row:
+        ciq = row["ci95_questions"]
+        over_questions = " (seeds), " + ("-" if ciq is None else f"[{ciq[0]:.2f}, {ciq[1]:.2f}]") + " (questions)"
+    return (text + f"; {row['a']} − {row['b']} (the next): {_fmt_ci(row['mean'], row['ci95'], False)}"
+            f"{over_questions} bits, {'intervals show' if over_questions else 'interval shows'}: {row['reading']}.")
 
 
 def paired_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], per seed,
-    and what the interval shows (``reading``)."""
-    lines = ["| difference | metric | mean [95% CI over seeds] | per seed | interval shows |", "|---|---|---|---|---|"]
+    """Markdown: one row per (difference, metric): mean over seeds [95% paired t interval], the 95%
+    paired bootstrap interval over questions when the rows have one (``ci95_questions``), per seed,
+    and what the intervals show (``reading``)."""
+    questions = any("ci95_questions" in r for r in rows)
+    head = "| difference | metric | mean [95% CI over seeds] | "
+    head += "95% CI over questions | per seed | intervals show |" if questions else "per seed | interval shows |"
+    lines = [head, "|---" * (6 if questions else 5) + "|"]
     for r in rows:
         pct = "%" in r["metric"]
         per = ", ".join(f"{s}: {_fmt(d, pct)}" for s, d in zip(r["seeds"], r["differences"])) or "-"
-        lines.append(f"| {r['a']} − {r['b']} | {r['metric']} | {_fmt_ci(r['mean'], r['ci95'], pct)} | {per} | "
-                     f"{r['reading']} |")
+        cells = [f"{r['a']} − {r['b']}", r["metric"], _fmt_ci(r["mean"], r["ci95"], pct)]
+        if questions:
+            ciq = r.get("ci95_questions")
+            cells.append("-" if ciq is None else f"[{_fmt(ciq[0], pct)}, {_fmt(ciq[1], pct)}]")
+        lines.append("| " + " | ".join(cells + [per, r["reading"]]) + " |")
     return "\n".join(lines)
 
 

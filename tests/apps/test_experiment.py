@@ -168,6 +168,10 @@ def test_two_seeds_end_to_end_give_the_paired_table_and_resume(tmp_path, monkeyp
     assert summary["seeds"] == [3, 4] and set(summary["modes"]["score"]["per_seed"]) == {"3", "4"}
     acc = [r for r in summary["modes"]["score"]["paired"] if r["a"] == "PPO-rarity" and r["b"] == "SFT-rarity"
            and r["key"] == "accuracy"][0]
+    # each difference also has its interval over the held-out questions, and the table shows it
+    assert all("ci95_questions" in r for r in summary["modes"]["score"]["paired"])
+    assert acc["ci95_questions"] is not None and acc["ci95_questions"][0] <= acc["mean"] <= acc["ci95_questions"][1]
+    assert "| 95% CI over questions | per seed | intervals show |" in table
     per_seed = summary["modes"]["score"]["per_seed"]
     choice = summary["modes"]["score"]["most_diverse_acting"]
     assert choice is None or choice["system"] in per_seed["3"]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from spark_jax.eval.paired import (claim_pairs, means_table, paired_differences, paired_table, reading, seed_means,
@@ -123,3 +124,108 @@ def test_most_diverse_acting_skips_systems_that_do_not_act():
     assert most_diverse_acting_text(alone, "generate").endswith("A, 2.02 bits; no other system acts.")
     assert most_diverse_acting({0: {"base": system(None, 1.0)}}) is None
     assert most_diverse_acting_text(None, "generate").endswith("no system acts.")
+
+
+def _rows(correct, actions=None, headers=None, ids=None):
+    """Evaluation rows: ``correct`` per question, optional tool actions and header log-probs."""
+    rows = []
+    for i, c in enumerate(correct):
+        rows.append({"question_id": (ids or range(len(correct)))[i], "category": "math", "correct": bool(c),
+                     "pred": "A", "actions": (list(actions[i]) if actions else []) + ["answer"],
+                     "header_logprobs": headers[i] if headers else []})
+    return rows
+
+
+def test_resampled_figure_with_every_question_once_is_the_summary_figure():
+    from spark_jax.eval.metrics import summarize_system
+    from spark_jax.eval.paired import QUESTION_LEVEL_KEYS, resampled_figure
+
+    headers = [[{"cot": -0.1, "python": -2.0}], [], [{"cot": -1.0, "python": -1.0}, {"cot": -3.0, "python": -0.2}]]
+    rows = _rows([1, 0, 1], actions=[["python", "cot"], ["search"], ["python"]], headers=headers)
+    summary = summarize_system(rows, categories=("math",))
+    ones = np.ones((1, len(rows)))
+    for key in QUESTION_LEVEL_KEYS:
+        assert resampled_figure(rows, key, ones)[0] == pytest.approx(summary[key], abs=1e-12), key
+    # drawing the second question twice and the first not at all
+    assert resampled_figure(rows, "accuracy", np.array([[0.0, 2.0, 1.0]]))[0] == pytest.approx(1 / 3)
+    # no tool call, no header scores in a resample: undefined, not zero
+    assert np.isnan(resampled_figure(_rows([1, 0]), "tool_entropy_bits", np.ones((1, 2)))[0])
+    assert np.isnan(resampled_figure(rows, "header_entropy_bits", np.array([[0.0, 3.0, 0.0]]))[0])
+    with pytest.raises(ValueError, match="no question-level figure for 'answered_rate'"):
+        resampled_figure(rows, "answered_rate", ones)
+
+
+def test_equal_seed_differences_from_one_question_are_not_a_shown_difference():
+    """The bug: every seed's accuracy difference was the same single question (0.7 points of 140),
+    the t interval over seeds collapsed to a point and the table read it as 'A > B'."""
+    n = 140
+    a, b = [0] * n, [0] * n
+    a[0] = 1
+    per_seed = {s: {"A": {"accuracy": 1 / n}, "B": {"accuracy": 0.0}} for s in (0, 1, 2)}
+    rows = {s: {"A": _rows(a), "B": _rows(b)} for s in (0, 1, 2)}
+    metric = (("accuracy (%, official)", "accuracy"),)
+    (seeds_only,) = paired_differences(per_seed, [("A", "B")], metrics=metric)
+    assert seeds_only["ci95"] == pytest.approx([1 / n, 1 / n]) and seeds_only["reading"] == "A > B"
+    (row,) = paired_differences(per_seed, [("A", "B")], metrics=metric, question_rows=rows)
+    lo, hi = row["ci95_questions"]
+    assert lo <= 0 < hi and row["reading"] == "no difference shown"
+    table = paired_table([row])
+    assert "| difference | metric | mean [95% CI over seeds] | 95% CI over questions | per seed | intervals show |" \
+        in table
+    assert f"| A − B | accuracy (%, official) | 0.7 [0.7, 0.7] | [{100 * lo:.1f}, {100 * hi:.1f}] |" in table
+
+
+def test_a_difference_on_many_questions_is_shown_by_both_intervals():
+    n = 60
+    per_seed, rows = {}, {}
+    for s, extra in enumerate([30, 32, 34]):
+        a = [1] * extra + [0] * (n - extra)
+        per_seed[s] = {"A": {"accuracy": extra / n}, "B": {"accuracy": 0.1}}
+        rows[s] = {"A": _rows(a), "B": _rows([1] * 6 + [0] * (n - 6))}
+    (row,) = paired_differences(per_seed, [("A", "B")], metrics=(("accuracy (%, official)", "accuracy"),),
+                                question_rows=rows)
+    assert row["ci95"][0] > 0 and row["ci95_questions"][0] > 0 and row["reading"] == "A > B"
+    # the same resample is drawn for both arms: B, worse on every question A gets right, stays below
+    (flip,) = paired_differences({s: {"B": v["B"], "A": v["A"]} for s, v in per_seed.items()}, [("B", "A")],
+                                 metrics=(("accuracy (%, official)", "accuracy"),), question_rows=rows)
+    assert flip["ci95_questions"][1] < 0 and flip["reading"] == "B < A"
+
+
+def test_the_intervals_must_agree_to_show_a_difference():
+    assert reading("A", "B", [0.1, 0.2], [0.05, 0.3]) == "A > B"
+    assert reading("A", "B", [-0.2, -0.1], [-0.3, -0.05]) == "A < B"
+    assert reading("A", "B", [0.1, 0.2], [-0.05, 0.3]) == "no difference shown"
+    assert reading("A", "B", [0.1, 0.2], [-0.3, -0.05]) == "no difference shown"
+    assert reading("A", "B", [0.1, 0.2], None) == "no difference shown"  # computed, but undefined
+    assert reading("A", "B", None, [0.1, 0.2]) == "no interval"
+
+
+def test_question_rows_that_are_not_the_same_questions_are_refused():
+    from spark_jax.eval.paired import question_bootstrap_interval
+
+    per_seed_rows = {0: {"A": _rows([1, 0]), "B": _rows([1, 0])},
+                     1: {"A": _rows([1, 0]), "B": _rows([1, 0], ids=[0, 7])}}
+    with pytest.raises(ValueError, match=r"seed 1, B: .*missing question_id \[1\], unexpected \[7\]"):
+        question_bootstrap_interval(per_seed_rows, "A", "B", "accuracy", [0, 1])
+    with pytest.raises(ValueError, match="seed 1: no evaluation rows for C"):
+        question_bootstrap_interval({0: {"A": _rows([1]), "C": _rows([1])}, 1: {"A": _rows([1])}}, "A", "C",
+                                    "accuracy", [0, 1])
+    twice = {0: {"A": _rows([1, 0]), "B": _rows([1, 0], ids=[0, 0])}}
+    with pytest.raises(ValueError, match="seed 0, B: a question appears twice"):
+        question_bootstrap_interval(twice, "A", "B", "accuracy", [0])
+
+
+def test_most_diverse_acting_text_gives_both_intervals():
+    from spark_jax.eval.paired import most_diverse_acting, most_diverse_acting_text
+
+    actions = {"A": [["python"], ["cot"], ["search"], ["units"]] * 5, "B": [["python"], ["python"], ["cot"],
+                                                                             ["cot"]] * 5}
+    rows = {s: {n: _rows([0] * 20, actions=acts) for n, acts in actions.items()} for s in (0, 1)}
+    per_seed = {s: {n: {"tool_entropy_bits": e, "format_error_rate": 0.0} for n, e in (("A", 2.0), ("B", 1.0))}
+                for s in (0, 1)}
+    choice = most_diverse_acting(per_seed, question_rows=rows)
+    lo, hi = choice["paired"]["ci95_questions"]
+    assert 0 < lo < hi
+    text = most_diverse_acting_text(choice, "score")
+    assert text.endswith(f"A − B (the next): 1.00 [1.00, 1.00] (seeds), [{lo:.2f}, {hi:.2f}] (questions) bits, "
+                         "intervals show: A > B.")
