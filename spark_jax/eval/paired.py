@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from spark_jax.eval.metrics import entropy_rows_bits, header_entropy_bits, tool_actions
+from spark_jax.eval.metrics import entropy_rows_bits, question_header_entropies_bits, tool_actions
 
 # (label, summary key) of the figures the claim rests on, in table order
 PAIRED_METRICS = (
@@ -119,8 +119,8 @@ def resampled_figure(rows: Sequence[Mapping[str, Any]], key: str, weights: np.nd
         return entropy_rows_bits(weights @ counts)
     if key == "header_entropy_bits":
         scored = np.array([float(bool(r.get("header_logprobs"))) for r in rows])
-        per_question = np.array([np.mean([header_entropy_bits(s) for s in r["header_logprobs"]])
-                                 if r.get("header_logprobs") else 0.0 for r in rows])
+        # the metrics module's per-question mean, one row at a time to keep rows aligned (it skips unscored rows)
+        per_question = np.array([sum(question_header_entropies_bits([r])) for r in rows])
         with np.errstate(divide="ignore", invalid="ignore"):
             return (weights @ per_question) / (weights @ scored)
     raise ValueError(f"no question-level figure for {key!r}; known: {', '.join(QUESTION_LEVEL_KEYS)}")
