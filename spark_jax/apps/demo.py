@@ -1,8 +1,9 @@
 """``spark-jax demo``: the whole SPaRK pipeline on the embedded model, end to end.
 
-Stage 1 (judged rarity-first rollouts, local judge) -> Stage 2 (SFT and PPO with LoRA) ->
-evaluation of base, SFT and SPaRK on held-out questions -> report and plots. Every stage
-writes its own directory under ``--out`` and the whole run resumes where it stopped.
+Stage 1 (judged rarity-first rollouts, local judge) -> Stage 2 (SFT, then a third arm with LoRA,
+by default PPO warm-started from SFT) -> evaluation of base, SFT and that arm on held-out
+questions -> report and plots. Every stage writes its own directory under ``--out`` and the
+whole run resumes where it stopped.
 
 By default it runs on the original question set that ships with spark-jax
 (``spark_jax/data/demo_questions.jsonl``: 4 questions per MMLU-Pro category, MMLU-Pro's
@@ -56,7 +57,9 @@ class DemoConfig:
     eval_mode: str = "score"
     # The third system, beside base and SFT (DEMO_ARMS): PPO from the base model, or an arm
     # warm-started from the demo's SFT run (PPO's token objective, the candidate objective, or SFT).
-    arm: str = "ppo"
+    # Default: the arm the multi-seed experiment found acting with the most diverse tools in this
+    # eval_mode (docs/results/experiment-seeds-2026-12-07/; tests/apps/test_demo.py checks it).
+    arm: str = "ppo@sft"
     seed: int = 0
     reference_preds: str | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
@@ -60,6 +61,27 @@ def test_demo_arm_train_configs(tmp_path, arm, algo, init, xent):
     cfg = train_config(DemoConfig(arm=arm), objective, tmp_path / "stage1", tmp_path / "sft" if warm else None)
     assert cfg.algo == algo and bool(cfg.init_from) == init
     assert (cfg.candidates.loss == "xent") == xent
+
+
+
+SEEDS_RUN = pathlib.Path(__file__).resolve().parents[2] / "docs" / "results" / "experiment-seeds-2026-12-07" / "run"
+
+
+def test_demo_default_arm_is_the_multi_seed_runs_most_diverse_acting_system():
+    """The demo's third system is the one the paired multi-seed run found acting with the most
+    diverse tools in the demo's evaluation mode, with the same selection rule."""
+    from spark_jax.apps.demo import DEMO_ARMS
+    from spark_jax.apps.experiment import arm_name, parse_arm
+
+    cfg = DemoConfig()
+    summary = json.loads((SEEDS_RUN / "seeds.json").read_text())
+    chosen = summary["modes"][cfg.eval_mode]["most_diverse_acting"]["system"]
+    arms = {arm_name(spec): spec for spec in json.loads((SEEDS_RUN / "config.json").read_text())["arms"]}
+    assert chosen in arms, f"{chosen!r} is not a trained arm of the run ({sorted(arms)})"
+    algo, selection, init = parse_arm(arms[chosen])
+    expected = f"{algo}@{init}" if init else algo
+    assert expected in DEMO_ARMS, f"the run's choice {chosen!r} has no demo arm ({sorted(DEMO_ARMS)})"
+    assert (cfg.arm, cfg.selection) == (expected, selection)
 
 
 def test_make_demo_records_its_invocation_even_after_fresh(tmp_path, monkeypatch):
