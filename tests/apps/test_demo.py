@@ -63,7 +63,6 @@ def test_demo_arm_train_configs(tmp_path, arm, algo, init, xent):
     assert (cfg.candidates.loss == "xent") == xent
 
 
-
 SEEDS_RUN = pathlib.Path(__file__).resolve().parents[2] / "docs" / "results" / "experiment-seeds-2026-12-07" / "run"
 
 
