@@ -1,10 +1,14 @@
 """Experiment arms that warm-start from earlier arms, the candidate-objective arm and
 compute-matched updates."""
 
+import pathlib
+
 import pytest
 
 from spark_jax.apps import experiment
 from spark_jax.apps.experiment import ExperimentConfig, arm_dir, arm_name, parse_arm
+
+EXPERIMENT_CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "experiments"
 
 
 def test_warm_started_and_candidate_arms():
@@ -28,14 +32,11 @@ def test_warm_started_and_candidate_arms():
 
 @pytest.mark.parametrize("config_name", ["smollm2_seeds.yaml", "smollm2_seeds_20steps.yaml"])
 def test_seeded_experiment_config_loads_with_every_arm(config_name):
-    import pathlib
-
     from spark_jax.apps.experiment import arm_name, parse_arm
     from spark_jax.core.config_io import load_config
     from spark_jax.eval.paired import claim_pairs
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "configs/experiments" / config_name
-    cfg = load_config(ExperimentConfig, str(path), [])
+    cfg = load_config(ExperimentConfig, str(EXPERIMENT_CONFIGS / config_name), [])
     names = ["base", *(arm_name(a) for a in cfg.arms)]
     assert names == ["base", "SFT-greedy", "PPO-greedy-from-SFT", "SFT-rarity", "SFT-rarity-from-SFT",
                      "PPO-rarity-from-SFT", "CAND-rarity-from-SFT"]
@@ -51,12 +52,10 @@ def test_seeded_experiment_config_loads_with_every_arm(config_name):
 
 def test_twelve_hour_config_differs_from_the_first_seeded_run_only_in_its_steps():
     import dataclasses
-    import pathlib
 
     from spark_jax.core.config_io import load_config
 
-    folder = pathlib.Path(__file__).resolve().parents[2] / "configs/experiments"
-    first = load_config(ExperimentConfig, str(folder / "smollm2_seeds.yaml"), [])
-    sized = load_config(ExperimentConfig, str(folder / "smollm2_seeds_20steps.yaml"), [])
+    first = load_config(ExperimentConfig, str(EXPERIMENT_CONFIGS / "smollm2_seeds.yaml"), [])
+    sized = load_config(ExperimentConfig, str(EXPERIMENT_CONFIGS / "smollm2_seeds_20steps.yaml"), [])
     assert (first.train_steps, sized.train_steps) == (40, 20)
     assert dataclasses.replace(sized, train_steps=first.train_steps) == first
