@@ -34,6 +34,7 @@ import json
 import pathlib
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -349,26 +350,51 @@ def _reuse_rows(src: pathlib.Path, dst: pathlib.Path) -> None:
 class _Timings:
     """Seconds per stage, summed over every invocation that worked on it (a stage that was stopped
     or skipped as done adds the time it took this time), kept in ``path`` so the table states the
-    whole experiment's wall time."""
+    whole experiment's wall time. While a stage runs, its time so far is rewritten every
+    ``tick_s`` seconds: a process killed outright (SIGKILL, as at the end of a work session) runs
+    no ``finally``, and its attempt would otherwise be missing from the stage's time."""
 
-    def __init__(self, path: pathlib.Path):
-        self.path = path
+    def __init__(self, path: pathlib.Path, tick_s: float = 60.0):
+        if tick_s <= 0:
+            raise ValueError(f"tick_s must be > 0 seconds, got {tick_s}")
+        self.path, self.tick_s = path, tick_s
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+        self._lock = threading.Lock()  # the ticking thread and the stage's end both write the file
 
     def add(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._set(key, self.seconds.get(key, 0.0) + seconds)
+
+    def _set(self, key: str, seconds: float) -> None:
         from spark_jax.rollout.store import atomic_write_text
 
-        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        self.seconds[key] = seconds
         atomic_write_text(self.path, json.dumps(self.seconds, indent=2))
 
     @contextlib.contextmanager
     def stage(self, key: str):
-        """Adds the time spent in the block to ``key``, also when it stops with an exception."""
-        t = time.perf_counter()
+        """Adds the time spent in the block to ``key``, also when it stops with an exception, and
+        keeps the file within ``tick_s`` of it while the block runs."""
+        t, before, done = time.perf_counter(), self.seconds.get(key, 0.0), threading.Event()
+
+        def tick() -> None:
+            while not done.wait(self.tick_s):
+                with self._lock:
+                    if not done.is_set():
+                        try:
+                            self._set(key, before + time.perf_counter() - t)
+                        except OSError:  # a full disk must not stop the run; the stage's end writes again
+                            pass
+
+        ticker = threading.Thread(target=tick, daemon=True, name=f"timings-{key}")
+        ticker.start()
         try:
             yield
         finally:
-            self.add(key, time.perf_counter() - t)
+            done.set()
+            ticker.join()
+            with self._lock:
+                self._set(key, before + time.perf_counter() - t)
 
     def totals(self, this_invocation_s: float) -> dict[str, float]:
         return {**self.seconds, "all stages_s": sum(self.seconds.values()), "this invocation_s": this_invocation_s}

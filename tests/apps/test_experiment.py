@@ -89,6 +89,24 @@ def test_a_stopped_stage_still_records_its_time(tmp_path):
     assert experiment._Timings(tmp_path / "timings.json").totals(1.0)["all stages_s"] == saved["train_sft_greedy_s"]
 
 
+def test_a_running_stage_keeps_its_time_so_far_on_disk(tmp_path):
+    """A SIGKILL runs no ``finally``: the attempt it cuts short must already be in timings.json,
+    within one tick, while the stage runs."""
+    path = tmp_path / "timings.json"
+    timings = experiment._Timings(path, tick_s=0.02)
+    timings.add("eval_score_s", 5.0)
+    with timings.stage("eval_score_s"):
+        deadline = time.monotonic() + 10.0
+        while json.loads(path.read_text())["eval_score_s"] < 5.1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        on_disk = json.loads(path.read_text())["eval_score_s"]  # what a kill here would leave
+        assert 5.1 <= on_disk < 15.0
+    after = json.loads(path.read_text())["eval_score_s"]
+    assert after >= on_disk and after == timings.seconds["eval_score_s"]
+    with pytest.raises(ValueError, match="tick_s"):
+        experiment._Timings(path, tick_s=0)
+
+
 def test_the_command_records_each_invocation_under_its_table(tmp_path, monkeypatch):
     """``spark-jax experiment`` appends start and end lines to invocations.jsonl and states every
     invocation's commit and wall time under the table, a stopped one included."""
