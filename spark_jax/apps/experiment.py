@@ -34,7 +34,6 @@ import json
 import pathlib
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -359,11 +358,9 @@ class _Timings:
             raise ValueError(f"tick_s must be > 0 seconds, got {tick_s}")
         self.path, self.tick_s = path, tick_s
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
-        self._lock = threading.Lock()  # the ticking thread and the stage's end both write the file
 
     def add(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self._set(key, self.seconds.get(key, 0.0) + seconds)
+        self._set(key, self.seconds.get(key, 0.0) + seconds)
 
     def _set(self, key: str, seconds: float) -> None:
         from spark_jax.rollout.store import atomic_write_text
@@ -375,26 +372,14 @@ class _Timings:
     def stage(self, key: str):
         """Adds the time spent in the block to ``key``, also when it stops with an exception, and
         keeps the file within ``tick_s`` of it while the block runs."""
-        t, before, done = time.perf_counter(), self.seconds.get(key, 0.0), threading.Event()
+        from spark_jax.core.periodic import every
 
-        def tick() -> None:
-            while not done.wait(self.tick_s):
-                with self._lock:
-                    if not done.is_set():
-                        try:
-                            self._set(key, before + time.perf_counter() - t)
-                        except OSError:  # a full disk must not stop the run; the stage's end writes again
-                            pass
-
-        ticker = threading.Thread(target=tick, daemon=True, name=f"timings-{key}")
-        ticker.start()
+        t, before = time.perf_counter(), self.seconds.get(key, 0.0)
         try:
-            yield
-        finally:
-            done.set()
-            ticker.join()
-            with self._lock:
-                self._set(key, before + time.perf_counter() - t)
+            with every(self.tick_s, lambda: self._set(key, before + time.perf_counter() - t), name=f"timings-{key}"):
+                yield
+        finally:  # after the ticking thread is joined: no tick can overwrite this
+            self._set(key, before + time.perf_counter() - t)
 
     def totals(self, this_invocation_s: float) -> dict[str, float]:
         return {**self.seconds, "all stages_s": sum(self.seconds.values()), "this invocation_s": this_invocation_s}

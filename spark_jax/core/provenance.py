@@ -23,9 +23,10 @@ import shlex
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Iterator, Sequence
+
+from spark_jax.core.periodic import every
 
 INVOCATIONS = "invocations.jsonl"
 HEARTBEATS = "invocations.alive"  # one JSON file per running (or killed) invocation
@@ -80,14 +81,6 @@ def _write_heartbeat(path: pathlib.Path, base: dict[str, Any], t0: float) -> Non
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous heartbeat whole
 
 
-def _beat(path: pathlib.Path, base: dict[str, Any], t0: float, period_s: float, stop: threading.Event) -> None:
-    while not stop.wait(period_s):
-        try:
-            _write_heartbeat(path, base, t0)
-        except OSError:  # a full or vanished disk must not stop the run; the end line still comes
-            pass
-
-
 @contextlib.contextmanager
 def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = None,
                       heartbeat_s: float = 60.0) -> Iterator[None]:
@@ -105,13 +98,10 @@ def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = No
     beat_path = _heartbeat_path(out, base)
     beat_path.parent.mkdir(exist_ok=True)
     _write_heartbeat(beat_path, base, t0)
-    stop = threading.Event()
-    beater = threading.Thread(target=_beat, args=(beat_path, base, t0, heartbeat_s, stop), daemon=True,
-                              name="invocation-heartbeat")
-    beater.start()
     status = "ok"
     try:
-        yield
+        with every(heartbeat_s, lambda: _write_heartbeat(beat_path, base, t0), name="invocation-heartbeat"):
+            yield
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -119,8 +109,6 @@ def record_invocation(out: pathlib.Path, command_line: Sequence[str] | None = No
         status = type(e).__name__
         raise
     finally:
-        stop.set()
-        beater.join()
         _append(out, {"event": "end", **base, "end": _utc_now(), "status": status,
                       "wall_s": round(time.perf_counter() - t0, 1)})
         beat_path.unlink(missing_ok=True)
